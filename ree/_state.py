@@ -346,3 +346,42 @@ def restore_rng(tree: StateTree) -> None:
     if "rng/numpy" in leaves:
         name, keys, pos, has_gauss, cached = leaves["rng/numpy"]
         np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+# --------------------------------------------------------------------------- skeletons
+
+
+def skeleton(prefix: str, obj: Any) -> Any:
+    """The JSON shape of ``obj`` as :func:`flatten` splits it, leaves replaced by their names.
+
+    ``{"leaf": name}`` for a leaf, ``{"dict": {...}}``, ``{"list": [...]}`` or
+    ``{"tuple": [...]}`` for containers. :func:`fill` rebuilds the value from a
+    skeleton and the leaves, with no live object to copy the structure from.
+    """
+    if isinstance(obj, Mapping):
+        return {"dict": {str(k): skeleton(f"{prefix}/{k}", v) for k, v in obj.items()}}
+    if isinstance(obj, torch.Tensor) or is_plain(obj):
+        return {"leaf": prefix, **({"tuple": True} if isinstance(obj, tuple) else {})}
+    if isinstance(obj, list | tuple):
+        kind = "tuple" if isinstance(obj, tuple) else "list"
+        return {kind: [skeleton(f"{prefix}/{i}", v) for i, v in enumerate(obj)]}
+    raise StateSchemaError(f"{prefix!r} holds a {type(obj).__name__}, which no state leaf can hold")
+
+
+def fill(skel: Any, leaves: Mapping[str, Leaf]) -> Any:
+    """Rebuild a value from its :func:`skeleton` and the leaves (inverse of both)."""
+    if not isinstance(skel, dict) or len(skel) not in (1, 2):
+        raise CheckpointError(f"malformed skeleton {skel!r:.80} in checkpoint metadata")
+    if "leaf" in skel:
+        name = skel["leaf"]
+        if name not in leaves:
+            raise CheckpointError(f"the checkpoint has no leaf {name!r}, which its metadata names")
+        v = leaves[name]
+        return tuple(v) if skel.get("tuple") and isinstance(v, list) else v
+    if "dict" in skel:
+        return {k: fill(v, leaves) for k, v in skel["dict"].items()}
+    if "list" in skel:
+        return [fill(v, leaves) for v in skel["list"]]
+    if "tuple" in skel:
+        return tuple(fill(v, leaves) for v in skel["tuple"])
+    raise CheckpointError(f"malformed skeleton {skel!r:.80} in checkpoint metadata")

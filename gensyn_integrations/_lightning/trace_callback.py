@@ -1,0 +1,241 @@
+"""``GensynTraceCallback``: record a Lightning run's trace of state roots under the REE.
+
+When each hook runs, and why there (NOTES.md, "Lightning resets determinism" and
+"Lightning's step order"):
+
+* ``setup`` (stage ``fit``): installs :class:`SafetensorsCheckpointIO` and makes
+  the training DataLoader reproducible. This must precede Lightning's
+  ``setup_data``, which creates the first iterator before ``on_train_start``.
+* ``on_train_start``: applies the REE (Lightning's ``Trainer.__init__`` resets the
+  determinism flags, so construction time is too early), restores the RNGs of a
+  resumed run, and records leaf 0, the initial state root.
+* optimizer step post-hooks: count real optimizer steps (the REE's ``ree/step``);
+  micro-batches that only accumulate gradients never step.
+* ``on_train_batch_end``: runs after the LR scheduler stepped; a root is taken
+  when a step happened and the step is a multiple of ``commit_interval``.
+* ``on_train_end``: closes the trace with the final root.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from gensyn_integrations._lightning.checkpoint_io import TREE_KEY
+from gensyn_integrations._lightning.data import reproducible_loader
+from ree._determinism import apply_determinism, restore_determinism
+from ree._errors import ReeConfigError, RootMismatchError, StateSchemaError
+from ree._state import StateTree, capture_state, restore_rng
+from ree._trace import Trace
+
+
+class TraceCallbackMixin:
+    """The behaviour of ``GensynTraceCallback``; mixed into each Lightning's ``Callback``."""
+
+    _pl: ModuleType  # lightning.pytorch or pytorch_lightning, set by the concrete class
+    _checkpoint_io_cls: type
+
+    def __init__(
+        self,
+        commit_interval: int = 1,
+        *,
+        mode: str = "device",
+        seed: int = 0,
+        threads: int | None = 1,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        """Record a root every ``commit_interval`` optimizer steps.
+
+        ``checkpoint_dir``: when set, an REE checkpoint is written there at every
+        root (``step-00000005.safetensors``) and at the end of training.
+        """
+        if mode not in ("device", "strict"):
+            raise ReeConfigError(f"REE mode {mode!r} is not 'device' or 'strict'")
+        self.trace = Trace(commit_interval=commit_interval)
+        self.mode = mode
+        self.seed = int(seed)
+        self.threads = threads
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.step = 0
+        self.cursor = {"epoch": 0, "index": 0, "seed": self.seed}
+        self._steps_at_last_batch_end = 0
+        self._snapshot: Any = None
+        self._hooks: list[Any] = []
+        self._sampler: Any = None
+        self._batch_size = 1
+        self._restored: dict[str, Any] | None = None
+        self._source_patch: tuple[Any, Any] | None = None
+        self._trainer_for_state: Any = None
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        """Install the safe CheckpointIO and wrap the training data source (fit only)."""
+        if stage != "fit":
+            return
+        if not isinstance(trainer.strategy.checkpoint_io, self._checkpoint_io_cls):
+            trainer.strategy.checkpoint_io = self._checkpoint_io_cls()
+        source = trainer.fit_loop._data_source
+        original = source.dataloader
+
+        def reproducible() -> Any:
+            loader, self._sampler = reproducible_loader(original(), self.seed)
+            self._batch_size = loader.batch_size or 1
+            if self._restored is not None:
+                cursor = self._restored["cursor"]
+                self._sampler.set_cursor(cursor["epoch"], cursor["index"])
+            return loader
+
+        source.dataloader = reproducible
+        self._source_patch = (source, original)
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        """Undo what setup and on_train_start changed: hooks, the data source, REE flags."""
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks.clear()
+        if self._source_patch is not None:
+            source, original = self._source_patch
+            source.dataloader = original
+            self._source_patch = None
+        if self._snapshot is not None:
+            restore_determinism(self._snapshot)
+            self._snapshot = None
+
+    # ------------------------------------------------------------------ training
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        """Apply the REE, restore a resumed run's RNGs, and record the initial root."""
+        if self.mode == "strict":
+            raise ReeConfigError(
+                "strict mode arrives with the strict operator set ([G]); use mode='device'"
+            )
+        snap = apply_determinism(self.mode, self.seed, threads=self.threads)
+        if self._snapshot is None:
+            self._snapshot = snap
+        optimizers = trainer.optimizers
+        if len(optimizers) > 1:
+            raise StateSchemaError(
+                f"the REE state schema holds one optimizer; this run has {len(optimizers)}"
+            )
+        self._hooks = [opt.register_step_post_hook(self._count_step) for opt in optimizers]
+        if self._restored is None:
+            self.trace.start(self._capture(trainer).root)
+        else:
+            self._resume(trainer)
+        self._steps_at_last_batch_end = self.step
+
+    def _resume(self, trainer: Any) -> None:
+        state = self._restored
+        assert state is not None
+        tree = state.get(TREE_KEY)
+        if not isinstance(tree, StateTree):
+            raise RootMismatchError(
+                "the checkpoint carries no REE state tree; it was not written "
+                "through SafetensorsCheckpointIO"
+            )
+        trace = Trace.from_json(state["trace"])
+        if trace.commit_interval != self.trace.commit_interval:
+            raise ReeConfigError(
+                f"the checkpoint's trace has commit_interval={trace.commit_interval}, this callback "
+                f"{self.trace.commit_interval}; resume with the same commit_interval"
+            )
+        restore_rng(tree)
+        self.trace, self.step, self.cursor = trace, int(state["step"]), dict(state["cursor"])
+        live = self._capture(trainer).root
+        if live != tree.root:
+            raise RootMismatchError(
+                f"after resuming, the live state hashes to {live} but the checkpoint holds "
+                f"{tree.root}: the model, optimizer or scheduler differs from the one that wrote it"
+            )
+
+    def _count_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self.step += 1
+
+    def on_train_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        """After the scheduler stepped: advance the data cursor, and take a root if one is due."""
+        self._advance_cursor(trainer, batch_idx)
+        if self.step == self._steps_at_last_batch_end:
+            return  # an accumulation micro-batch: no optimizer step, no root
+        self._steps_at_last_batch_end = self.step
+        if self.trace.due(self.step):
+            tree = self._capture(trainer)
+            self.trace.record(self.step, tree.root)
+            if self.checkpoint_dir is not None:
+                trainer.save_checkpoint(self.checkpoint_path(self.step))
+
+    def _advance_cursor(self, trainer: Any, batch_idx: int) -> None:
+        n = len(self._sampler) if self._sampler is not None else 0
+        index = (
+            min((batch_idx + 1) * self._batch_size, n) if n else (batch_idx + 1) * self._batch_size
+        )
+        epoch = trainer.current_epoch
+        if n and index >= n:
+            epoch, index = (
+                epoch + 1,
+                0,
+            )  # the epoch is consumed: the next sample starts the next one
+        self.cursor = {"epoch": int(epoch), "index": int(index), "seed": self.seed}
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        """Close the trace with the final state root (and checkpoint it if asked)."""
+        if self.trace.final or not self.trace.steps:
+            return
+        if self.step != self.trace.num_steps:
+            self.trace.finish(self.step, self._capture(trainer).root)
+            if self.checkpoint_dir is not None:
+                trainer.save_checkpoint(self.checkpoint_path(self.step))
+        else:
+            self.trace.final = True
+
+    # ------------------------------------------------------------------ state
+    def checkpoint_path(self, step: int) -> Path:
+        """Where the checkpoint of ``step`` goes in ``checkpoint_dir``."""
+        assert self.checkpoint_dir is not None
+        return self.checkpoint_dir / f"step-{step:08d}.safetensors"
+
+    def capture(self, trainer: Any) -> StateTree:
+        """The state tree of the run right now (model, optimizer, scheduler, RNG, cursor)."""
+        return self._capture(trainer)
+
+    def _capture(self, trainer: Any) -> StateTree:
+        configs = trainer.lr_scheduler_configs
+        if len(configs) > 1:
+            raise StateSchemaError(
+                f"the REE state schema holds one LR scheduler; this run has {len(configs)}"
+            )
+        optimizers = trainer.optimizers
+        return capture_state(
+            trainer.lightning_module,
+            optimizers[0] if optimizers else None,
+            configs[0].scheduler if configs else None,
+            getattr(trainer.precision_plugin, "scaler", None),
+            step=self.step,
+            data=self.cursor,
+            world_size=trainer.world_size,
+            mode=self.mode,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Lightning calls this while saving; the REE tree rides along for the CheckpointIO."""
+        trainer = self._trainer_for_state
+        out: dict[str, Any] = {
+            "trace": self.trace.to_json(),
+            "step": self.step,
+            "cursor": dict(self.cursor),
+            "mode": self.mode,
+            "seed": self.seed,
+        }
+        if trainer is not None:
+            out[TREE_KEY] = self._capture(trainer).snapshot()
+        return out
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Keep the restored state; it is applied in ``setup_data`` and ``on_train_start``."""
+        self._restored = dict(state_dict)
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        """Remember the trainer so :meth:`state_dict` can capture the live state."""
+        self._trainer_for_state = trainer

@@ -1,0 +1,14 @@
+"""The framework integrations as pluggy plugins, and the built-in plugin.
+
+This is layer 4 (DESIGN.md, "Layers"): it may import ``ree``, the core of
+``gensyn_integrations`` and ``coordinator``, and nothing of the face. The face
+registers :mod:`plugins.builtin` on every plugin manager it builds; third
+parties add plugins through the entry point group ``gensyn_integrations``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["BUILTIN_PLUGINS"]
+
+BUILTIN_PLUGINS: tuple[str, ...] = ("plugins.builtin",)
+"""Modules the face registers always, whatever autoload and the block list say."""
