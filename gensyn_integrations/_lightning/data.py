@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ree._data import ReproducibleSampler, SeededDataset
+import torch
 from torch.utils.data import DataLoader, IterableDataset, RandomSampler, SequentialSampler
 from torch.utils.data.sampler import BatchSampler
 
+from ree._data import ReproducibleSampler, SeededDataset
 from ree._errors import NondeterminismError
 
 
@@ -75,7 +76,9 @@ def reproducible_loader(dl: Any, seed: int) -> tuple[DataLoader[Any], Reproducib
         timeout=dl.timeout,
         worker_init_fn=dl.worker_init_fn,
         multiprocessing_context=dl.multiprocessing_context,
-        generator=dl.generator,
+        # The DataLoader draws each iterator's worker base seed from this generator; a
+        # private one keeps the training RNG stream the same whether workers persist or not.
+        generator=dl.generator if dl.generator is not None else torch.Generator().manual_seed(seed),
         prefetch_factor=dl.prefetch_factor if dl.num_workers > 0 else None,
         persistent_workers=dl.persistent_workers,
         pin_memory_device=dl.pin_memory_device,
