@@ -164,7 +164,7 @@ class TraceCallbackMixin:
             tree = self._capture(trainer)
             self.trace.record(self.step, tree.root)
             if self.checkpoint_dir is not None:
-                trainer.save_checkpoint(self.checkpoint_path(self.step))
+                trainer.save_checkpoint(self.checkpoint_path(self.step), weights_only=False)
 
     def _advance_cursor(self, trainer: Any, batch_idx: int) -> None:
         n = len(self._sampler) if self._sampler is not None else 0
@@ -186,7 +186,7 @@ class TraceCallbackMixin:
         if self.step != self.trace.num_steps:
             self.trace.finish(self.step, self._capture(trainer).root)
             if self.checkpoint_dir is not None:
-                trainer.save_checkpoint(self.checkpoint_path(self.step))
+                trainer.save_checkpoint(self.checkpoint_path(self.step), weights_only=False)
         else:
             self.trace.final = True
 
