@@ -4,7 +4,7 @@ PY    := .venv/bin/python
 PIP   := .venv/bin/pip
 STAMP := .stamps
 
-.PHONY: setup demo test lint typecheck pytest bench clean help
+.PHONY: setup demo test lint typecheck pytest bench clean help contracts contracts-check
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -20,10 +20,17 @@ $(STAMP)/venv: pyproject.toml
 	$(PIP) install -q -e '.[dev]'
 	@touch $@
 
-$(STAMP)/npm: package.json package-lock.json
+$(STAMP)/npm: package.json package-lock.json contracts/package.json contracts/package-lock.json
 	@mkdir -p $(STAMP)
 	npm ci --no-audit --no-fund --loglevel=error
+	cd contracts && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
+
+contracts-check: $(STAMP)/npm  ## recompile the Solidity sources and fail if the committed artifacts differ
+	node contracts/compile.js --check
+
+contracts: $(STAMP)/npm  ## recompile the Solidity sources into contracts/artifacts
+	node contracts/compile.js
 
 demo: setup  ## run the main job on the embedded default
 	$(PY) -m gensyn_integrations.demo
@@ -37,7 +44,7 @@ typecheck: lint
 pytest: setup
 	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q --durations=25 $(PYTEST_ARGS)
 
-test: lint pytest  ## lint plus the whole suite
+test: lint contracts-check pytest  ## lint, the compiled-artifacts check, and the whole suite
 
 bench: setup  ## print the benchmarks' measured ratios
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

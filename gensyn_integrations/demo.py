@@ -105,7 +105,8 @@ def _demo(con: Console, steps: int, ci: int, workdir: Path) -> int:
     import ree
 
     con.rule("[bold]gensyn-integrations demo")
-    fp = ree.fingerprint()
+    with ree.deterministic(mode="device", seed=0):
+        fp = ree.fingerprint()
     con.print(f"REE fingerprint [cyan]{fp['hash'][:16]}…[/] (torch {fp['torch']['version']}, CPU capability {fp['torch']['cpu_capability']}); "
               f"device mode, seed 0, commit_interval {ci}")
 
@@ -124,7 +125,7 @@ def _demo(con: Console, steps: int, ci: int, workdir: Path) -> int:
     con.print("\n[bold]2. A verifier replays the whole job[/]")
     replay = _job(steps, ci, None, None, progress=False)
     same = replay.trace.roots == trace.roots
-    con.print(("[green]every root matches, bit for bit[/]" if same else "[red]roots differ[/]"))
+    con.print("[green]every root matches, bit for bit[/]" if same else "[red]roots differ[/]")
 
     k = max(1, trace.n // 2)
     start_step, end_step = trace.steps[k - 1], trace.steps[k]

@@ -184,7 +184,7 @@ class ReproducibleSampler(Sampler[int]):
             return np.arange(self._n, dtype=np.int64)
         return permutation(self._n, self.seed, epoch)
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[KeyedIndex]:
         """Yield the epoch's indices as :class:`KeyedIndex`, from the cursor on."""
         start, epoch = self._next_start, self._epoch
         self._pass_start, self._next_start = start, 0

@@ -96,7 +96,11 @@ class PrecisionState:
 
 @dataclass(frozen=True)
 class RngState:
-    """The global random generators' states: torch CPU, accelerators, ``random``, NumPy."""
+    """The global generators' states: torch CPU, CUDA and MPS devices, ``random``, NumPy.
+
+    ``torch.manual_seed`` also reseeds other accelerators (XPU...); their states
+    are not captured here.
+    """
 
     torch_cpu: torch.Tensor
     cuda: tuple[torch.Tensor, ...] | None
@@ -170,7 +174,7 @@ def numpy_seed(seed: int) -> int | list[int]:
 
     NumPy takes 32-bit words; a seed below 2**32 is passed as is (so
     ``seed_everything(42)`` matches ``np.random.seed(42)``), a larger one as its
-    low and high words, so that no two 64-bit seeds share a stream.
+    low and high words, so that the high bits count.
     """
     if seed < _UINT32:
         return seed

@@ -83,7 +83,10 @@ def _fingerprint(ctx: Context) -> int:
     """Print the fingerprint as a table, or as JSON."""
     import ree
 
-    fp: dict[str, Any] = dict(ree.fingerprint())
+    # The fingerprint names the settings a run trains under (threads, CUBLAS workspace...),
+    # so take it inside the REE, as a solver would.
+    with ree.deterministic(mode="device", seed=0):
+        fp: dict[str, Any] = dict(ree.fingerprint())
     if ctx.args.json:
         ctx.print_json(fp)
         return 0
