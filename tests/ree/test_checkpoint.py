@@ -29,12 +29,14 @@ def test_round_trip_verifies_root(tmp_path: Path) -> None:
     root = ree.save_checkpoint(tmp_path / "c.safetensors", tree, extra={"trace": {"n": 1}})
     assert root == tree.root
     ck = ree.load_checkpoint(tmp_path / "c.safetensors", expected_root=root)
-    assert ck.root == root and ck.extra == {"trace": {"n": 1}}
+    assert ck.root == root
+    assert ck.extra == {"trace": {"n": 1}}
     assert ck.tree.names == tree.names
     for name, v in tree.leaves.items():
         got = ck.tree.leaves[name]
         if isinstance(v, torch.Tensor):
-            assert torch.equal(got, v) and got.dtype == v.dtype
+            assert torch.equal(got, v)
+            assert got.dtype == v.dtype
         else:
             assert got == v
 

@@ -44,7 +44,8 @@ def test_schema_leaf_names() -> None:
     assert {"rng/torch_cpu", "rng/python", "rng/numpy", "ree/step", "meta/world_size"} <= names
     assert {"data/epoch", "data/index", "data/seed"} <= names
     assert not any(n.startswith("optim/groups/0/params") for n in names)
-    assert tree.leaves["data/index"] == 10 and tree.leaves["ree/step"] == 1
+    assert tree.leaves["data/index"] == 10
+    assert tree.leaves["ree/step"] == 1
     assert list(tree.names) == sorted(tree.names, key=lambda s: s.encode())
 
 
@@ -65,7 +66,8 @@ def test_tied_tensors_once_under_first_name() -> None:
     head.weight = emb.weight
     model = torch.nn.ModuleDict({"emb": emb, "head": head})
     tree = ree.capture_state(model, step=0, rng=False)
-    assert "model/emb.weight" in tree.names and "model/head.weight" not in tree.names
+    assert "model/emb.weight" in tree.names
+    assert "model/head.weight" not in tree.names
     ree.restore_state(tree, model, rng=False)  # the alias is filled back in
 
 

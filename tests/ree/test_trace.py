@@ -24,7 +24,8 @@ def test_trace_records_boundaries_and_final() -> None:
             t.record(step, root(step))
     t.finish(10, root(10))
     assert t.steps == [0, 4, 8, 10]
-    assert t.n == 4 and t.final
+    assert t.n == 4
+    assert t.final
     tree = ree.MerkleTree([hashlib.sha256(root(s)).digest() for s in t.steps])
     assert t.root == tree.root.hex()
     for i in range(t.n):
@@ -70,7 +71,8 @@ def test_serialization_round_trip_is_stable(ci: int, steps: int) -> None:
         t.finish(steps, root(steps))
     again = ree.Trace.from_json(t.dumps())
     assert again.dumps() == t.dumps()
-    assert again.root == t.root and again.steps == t.steps
+    assert again.root == t.root
+    assert again.steps == t.steps
 
 
 def test_from_json_rejects_garbage() -> None:
