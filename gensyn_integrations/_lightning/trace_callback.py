@@ -19,9 +19,13 @@ When each hook runs, and why there (NOTES.md, "Lightning resets determinism" and
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+import numpy as np
+import torch
 
 from gensyn_integrations._lightning.checkpoint_io import TREE_KEY
 from gensyn_integrations._lightning.data import reproducible_loader
@@ -29,6 +33,16 @@ from ree._determinism import apply_determinism, restore_determinism
 from ree._errors import ReeConfigError, RootMismatchError, StateSchemaError
 from ree._state import StateTree, capture_state, restore_rng
 from ree._trace import Trace
+
+
+def _host_rng_state() -> tuple[Any, Any, Any]:
+    return torch.get_rng_state(), random.getstate(), np.random.get_state()
+
+
+def _set_host_rng_state(state: tuple[Any, Any, Any]) -> None:
+    torch.set_rng_state(state[0])
+    random.setstate(state[1])
+    np.random.set_state(state[2])
 
 
 class TraceCallbackMixin:
@@ -68,6 +82,7 @@ class TraceCallbackMixin:
         self._restored: dict[str, Any] | None = None
         self._source_patch: tuple[Any, Any] | None = None
         self._trainer_for_state: Any = None
+        self._rng_before_validation: tuple[Any, Any, Any] | None = None
 
     # ------------------------------------------------------------------ setup
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
@@ -149,6 +164,17 @@ class TraceCallbackMixin:
                 f"{tree.root}: the model, optimizer or scheduler differs from the one that wrote it"
             )
 
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        """Put the training RNG back as the last training batch left it.
+
+        Validation must never draw from the training RNG (DESIGN.md), but Lightning
+        builds the validation iterator, which draws a seed, before any validation
+        hook runs; so the state is kept at each training batch end instead.
+        """
+        if self._rng_before_validation is not None:
+            _set_host_rng_state(self._rng_before_validation)
+            self._rng_before_validation = None
+
     def _count_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self.step += 1
 
@@ -156,6 +182,7 @@ class TraceCallbackMixin:
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         """After the scheduler stepped: advance the data cursor, and take a root if one is due."""
+        self._rng_before_validation = _host_rng_state()
         self._advance_cursor(trainer, batch_idx)
         if self.step == self._steps_at_last_batch_end:
             return  # an accumulation micro-batch: no optimizer step, no root

@@ -12,9 +12,10 @@ import lightning.pytorch as pl
 from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 
 from gensyn_integrations._lightning.checkpoint_io import SafetensorsCheckpointIOMixin
+from gensyn_integrations._lightning.strategy import GensynStrategyMixin
 from gensyn_integrations._lightning.trace_callback import TraceCallbackMixin
 
-__all__ = ["GensynTraceCallback", "SafetensorsCheckpointIO"]
+__all__ = ["GensynStrategy", "GensynTraceCallback", "SafetensorsCheckpointIO"]
 
 
 class SafetensorsCheckpointIO(SafetensorsCheckpointIOMixin, CheckpointIO):
@@ -26,3 +27,19 @@ class GensynTraceCallback(TraceCallbackMixin, pl.Callback):
 
     _pl = pl
     _checkpoint_io_cls = SafetensorsCheckpointIO
+
+
+class GensynStrategy(GensynStrategyMixin, pl.strategies.SingleDeviceStrategy):
+    """Train on the gensyn network (``role="client"``) or here under the REE (``role="executor"``)."""
+
+    _callback_cls = GensynTraceCallback
+    _checkpoint_io_cls = SafetensorsCheckpointIO
+
+
+pl.strategies.StrategyRegistry.register(
+    "gensyn",
+    GensynStrategy,
+    description="gensyn-integrations: verifiable training under the REE",
+    override=True,
+    role="executor",
+)

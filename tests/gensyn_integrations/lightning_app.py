@@ -44,12 +44,13 @@ def make_data(n: int = 64, *, poke: bool = False) -> TensorDataset:
     return TensorDataset(x, y)
 
 
-def make_module(flavour: str = "lightning") -> Any:
+def make_module(flavour: str = "lightning", *, manual: bool = False) -> Any:
     pl = _pl(flavour)
 
     class Net(pl.LightningModule):
         def __init__(self) -> None:
             super().__init__()
+            self.automatic_optimization = not manual
             torch.manual_seed(0)
             self.net = torch.nn.Sequential(
                 torch.nn.Linear(8, 16),
@@ -60,7 +61,19 @@ def make_module(flavour: str = "lightning") -> Any:
 
         def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
             x, y = batch
-            return torch.nn.functional.binary_cross_entropy_with_logits(self.net(x), y)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(self.net(x), y)
+            if manual:
+                opt = self.optimizers()
+                opt.zero_grad()
+                self.manual_backward(loss)
+                opt.step()
+                self.lr_schedulers().step()
+            return loss
+
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            x, y = batch
+            torch.rand(3)  # validation may draw random numbers: never from the training stream
+            self.log("val_loss", torch.nn.functional.binary_cross_entropy_with_logits(self.net(x), y))
 
         def configure_optimizers(self) -> Any:
             opt = torch.optim.Adam(self.parameters(), lr=1e-2)
@@ -81,6 +94,9 @@ def run(
     checkpoint_dir: str | None = None,
     resume: str | None = None,
     flavour: str = "lightning",
+    manual: bool = False,
+    val_every: int | None = None,
+    strategy: Any = None,
 ) -> Any:
     """Train and return the callback (its ``trace`` holds the roots)."""
     pl = _pl(flavour)
@@ -94,8 +110,14 @@ def run(
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
     )
+    val = DataLoader(make_data(16), batch_size=8, num_workers=num_workers) if val_every else None
+    extra: dict[str, Any] = {"strategy": strategy} if strategy is not None else {}
     trainer = pl.Trainer(
         max_steps=max_steps,
+        val_check_interval=val_every,
+        check_val_every_n_epoch=None if val_every else 1,
+        num_sanity_val_steps=2 if val_every else 0,
+        **extra,
         accelerator="cpu",
         devices=1,
         logger=False,
@@ -103,10 +125,11 @@ def run(
         enable_progress_bar=False,
         enable_model_summary=False,
         accumulate_grad_batches=accumulate,
-        callbacks=[cb],
+        callbacks=[] if strategy is not None else [cb],
     )
-    trainer.fit(make_module(flavour), train_dataloaders=loader, ckpt_path=resume)
-    return cb
+    trainer.fit(make_module(flavour, manual=manual), train_dataloaders=loader, val_dataloaders=val,
+                ckpt_path=resume)
+    return trainer.strategy.trace_callback if strategy is not None else cb
 
 
 def main(argv: list[str] | None = None) -> int:

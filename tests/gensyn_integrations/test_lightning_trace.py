@@ -108,3 +108,39 @@ def test_trace_json_is_stable(baseline: list[str]) -> None:
     doc = json.loads(cb.trace.dumps())
     assert doc["roots"] == baseline[:5]
     assert ree.Trace.from_json(cb.trace.dumps()).root == cb.trace.root
+
+
+@pytest.mark.parametrize("flavour", ["lightning", "pytorch_lightning"])
+def test_validation_loop_does_not_disturb_roots(baseline: list[str], flavour: str) -> None:
+    assert run(max_steps=10, val_every=3, flavour=flavour).trace.roots == baseline
+
+
+@pytest.mark.parametrize("flavour", ["lightning", "pytorch_lightning"])
+def test_manual_optimization_records_the_same_roots(baseline: list[str], flavour: str) -> None:
+    assert run(max_steps=10, manual=True, flavour=flavour).trace.roots == baseline
+
+
+@pytest.mark.parametrize("flavour", ["lightning", "pytorch_lightning"])
+def test_strategy_executor_role_records_the_callback_trace(baseline: list[str], flavour: str) -> None:
+    mod = __import__(f"gensyn_integrations.{flavour}", fromlist=["GensynStrategy"])
+    strategy = mod.GensynStrategy(role="executor", commit_interval=1)
+    cb = run(max_steps=10, flavour=flavour, strategy=strategy)
+    assert strategy.trace is cb.trace
+    assert cb.trace.roots == baseline
+
+
+@pytest.mark.parametrize("flavour", ["lightning", "pytorch_lightning"])
+def test_strategy_registered_by_name(baseline: list[str], flavour: str) -> None:
+    __import__(f"gensyn_integrations.{flavour}")
+    cb = run(max_steps=10, flavour=flavour, strategy="gensyn")
+    assert cb.trace.roots == baseline
+
+
+def test_strategy_client_role_says_what_is_missing() -> None:
+    from gensyn_integrations.errors import ConfigError
+    from gensyn_integrations.lightning import GensynStrategy
+
+    with pytest.raises(ConfigError, match="role='executor'"):
+        GensynStrategy()
+    with pytest.raises(ConfigError, match="not a role"):
+        GensynStrategy(role="solver")

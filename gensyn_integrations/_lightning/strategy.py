@@ -1,0 +1,83 @@
+"""``GensynStrategy``: the Lightning strategy of gensyn-integrations.
+
+Two roles:
+
+* ``role="executor"`` trains here, under the REE, and records the trace: the
+  strategy brings its own :class:`GensynTraceCallback` (unless the Trainer
+  already has one) and saves checkpoints through ``SafetensorsCheckpointIO``.
+  Solvers run tasks this way, and so can users who want to prove their own run.
+* ``role="client"`` (the default) sends ``fit`` to the network through a
+  launcher, the seam ``ddp_spawn`` uses (NOTES.md): it needs the network layer.
+
+Both are thin subclasses of ``SingleDeviceStrategy``: the network, not
+torch.distributed, does the communication.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from gensyn_integrations.errors import ConfigError
+
+ROLES = ("client", "executor")
+
+
+class GensynStrategyMixin:
+    """The behaviour of ``GensynStrategy``; mixed into each Lightning's ``SingleDeviceStrategy``."""
+
+    strategy_name = "gensyn"
+    _callback_cls: type
+    _checkpoint_io_cls: type
+
+    def __init__(
+        self,
+        role: str = "client",
+        *,
+        commit_interval: int = 1,
+        mode: str = "device",
+        seed: int = 0,
+        threads: int | None = 1,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        device: str = "cpu",
+        **kwargs: Any,
+    ) -> None:
+        """Choose the role; the REE settings apply to the executor role's trace."""
+        if role not in ROLES:
+            raise ConfigError(
+                f"GensynStrategy(role={role!r}) is not a role; use one of {ROLES}",
+                key="role", source="GensynStrategy(...)", suggestion="executor",
+            )
+        if role == "client":
+            raise ConfigError(
+                "GensynStrategy(role='client') sends fit() to the network, which this build "
+                "cannot reach yet; train locally under the REE with role='executor'",
+                key="role", source="GensynStrategy(...)", suggestion="executor",
+            )
+        kwargs.setdefault("checkpoint_io", self._checkpoint_io_cls())
+        super().__init__(device=device, **kwargs)  # type: ignore[call-arg]
+        self.role = role
+        self._trace_callback = self._callback_cls(
+            commit_interval=commit_interval, mode=mode, seed=seed, threads=threads,
+            checkpoint_dir=checkpoint_dir,
+        )
+
+    @property
+    def trace_callback(self) -> Any:
+        """The :class:`GensynTraceCallback` that records this run (the Trainer's own, if it had one)."""
+        return self._trace_callback
+
+    @property
+    def trace(self) -> Any:
+        """The run's :class:`ree.Trace`: ``.roots``, ``.root``, ``.n``."""
+        return self._trace_callback.trace
+
+    def setup_environment(self) -> None:
+        """Attach the trace callback before Lightning calls the callbacks' ``setup``."""
+        super().setup_environment()  # type: ignore[misc]
+        trainer = self.lightning_module.trainer  # type: ignore[attr-defined]
+        mine = [cb for cb in trainer.callbacks if isinstance(cb, self._callback_cls)]
+        if mine:
+            self._trace_callback = mine[0]
+        else:
+            trainer.callbacks.append(self._trace_callback)
