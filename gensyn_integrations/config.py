@@ -70,8 +70,8 @@ class NetworkConfig:
         chain_id: the chain id to insist on; None takes the node's.
         deployment: a JSON file of deployed contract addresses; None means the
             devnet deploys its own.
-        keystore: an encrypted keystore file; None uses a devnet dev account.
-        account: the address to act as, when the keystore or node holds several.
+        keystore: the directory of encrypted keystores (default ~/.gensyn/keystore, or $GENSYN_KEYSTORE).
+        account: the address or alias to act as, when the keystore holds several.
         confirmations: blocks, counting the one that includes a transaction,
             before it is treated as final.
     """

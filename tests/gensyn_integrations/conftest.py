@@ -6,7 +6,6 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -62,22 +61,3 @@ def make_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MakeD
     yield make
     for module in created:
         sys.modules.pop(module, None)
-
-
-@pytest.fixture
-def ree_or_skip() -> Callable[[str], Any]:
-    """A function: ``ree_or_skip("load_checkpoint")`` is ``ree.load_checkpoint``, or a skip.
-
-    TEMPORARY, and the only skip of its kind: remove it (and use ``ree.<name>``
-    directly) once ``ree.load_checkpoint`` and ``ree.fingerprint`` have landed.
-    """
-
-    def get(name: str) -> Any:
-        import ree
-
-        try:
-            return getattr(ree, name)
-        except (ImportError, AttributeError) as exc:
-            pytest.skip(f"ree.{name} is not importable yet: {exc}")
-
-    return get
