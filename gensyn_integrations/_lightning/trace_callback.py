@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from gensyn_integrations._data import reproducible_loader
 from gensyn_integrations._lightning.checkpoint_io import TREE_KEY
-from gensyn_integrations._lightning.data import reproducible_loader
 from ree._determinism import apply_determinism, restore_determinism
 from ree._errors import ReeConfigError, RootMismatchError, StateSchemaError
 from ree._state import StateTree, capture_state, restore_rng
@@ -95,7 +95,8 @@ class TraceCallbackMixin:
         original = source.dataloader
 
         def reproducible() -> Any:
-            loader, self._sampler = reproducible_loader(original(), self.seed)
+            loader = reproducible_loader(original(), self.seed)
+            self._sampler = loader.sampler
             self._batch_size = loader.batch_size or 1
             if self._restored is not None:
                 cursor = self._restored["cursor"]

@@ -1,0 +1,1 @@
+"""Private parts of :mod:`gensyn_integrations.accelerate`: the Accelerator, its data loader, the launcher."""

@@ -1,0 +1,287 @@
+"""``Accelerator``: accelerate's ``Accelerator`` that records a trace of state roots under the REE.
+
+When each part runs, and why there:
+
+* construction applies the REE: accelerate resets no determinism flag, and a
+  model built after ``Accelerator()`` then gets seeded initial weights.
+* ``prepare`` rebuilds the first DataLoader it sees (the training loader) around
+  the REE's sampler, and hooks each inner torch optimizer. accelerate's
+  ``AcceleratedOptimizer.step`` calls the inner ``step`` only when gradients sync,
+  so the post-hook fires once per real optimizer step (NOTES.md, "Accelerate").
+* a root is due after the LR scheduler stepped (DESIGN.md, "When a root is
+  taken"). A training loop steps the scheduler after the optimizer, in the same
+  iteration, so the root of step N is taken just before the next batch reaches
+  the loop (or when the pass ends, at the next optimizer step, at ``save_state``,
+  or when ``trace`` is read). Leaf 0 is taken the same way, before the first
+  batch.
+* ``save_state`` adds ``ree-state.safetensors`` (the trace in its ``extra``) to
+  accelerate's folder; ``load_state`` and :meth:`Accelerator.load_ree_checkpoint`
+  restore from it and check the root. accelerate's own ``*.pkl`` files stay on
+  the machine that wrote them (DESIGN.md, "Trust boundaries").
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import accelerate
+
+from gensyn_integrations._accel.data import TracedDataLoaderShard, sampler_of
+from gensyn_integrations._data import reproducible_loader
+from gensyn_integrations._hf.settings import REE_FILE, check_role, resolve
+from ree._checkpoint import load_checkpoint, save_checkpoint
+from ree._determinism import DeterminismSnapshot, apply_determinism, restore_determinism
+from ree._errors import ReeConfigError, RootMismatchError, StateSchemaError
+from ree._state import StateTree, capture_state, restore_state
+from ree._trace import Trace
+
+
+class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
+    """accelerate's ``Accelerator`` that takes a state root every ``commit_interval`` optimizer steps."""
+
+    def __init__(
+        self,
+        *args: Any,
+        role: str = "executor",
+        commit_interval: int | None = None,
+        mode: str | None = None,
+        seed: int | None = None,
+        threads: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Build accelerate's Accelerator, then apply the REE.
+
+        ``commit_interval``, ``mode``, ``seed`` and ``threads`` default to the gensyn
+        config: ``gensyn.yaml`` and the ``GENSYN_*`` variables ``gensyn launch``
+        passes to every rank. Every other argument goes to accelerate.
+        """
+        self.role = check_role(role, "Accelerator(role=...)")
+        settings = resolve(commit_interval, mode, seed, threads)
+        if seed is None:
+            from gensyn_integrations.config import load_config
+
+            seed = load_config().ree.seed
+        if settings.mode != "device":
+            raise ReeConfigError(
+                f"REE mode {settings.mode!r}: only 'device' runs in this build; strict mode "
+                "arrives with the strict operator set ([G])"
+            )
+        super().__init__(*args, **kwargs)
+        self.gensyn_mode = settings.mode
+        self.gensyn_seed = int(seed)
+        self._trace = Trace(commit_interval=settings.commit_interval)
+        self.gensyn_step = 0
+        self.gensyn_cursor: dict[str, int] = {"epoch": 0, "index": 0, "seed": self.gensyn_seed}
+        self._train_loader: TracedDataLoaderShard | None = None
+        self._done = 0  # batches per rank of the current epoch already handed to the loop
+        self._pending = False  # a real step happened whose root is not taken yet
+        self._hooked: set[int] = set()
+        self._snapshot: DeterminismSnapshot | None = apply_determinism(
+            self.gensyn_mode, self.gensyn_seed, threads=settings.threads
+        )
+
+    # ------------------------------------------------------------------ prepare
+    def prepare_data_loader(
+        self, data_loader: Any, device_placement: Any = None, slice_fn_for_dispatch: Any = None
+    ) -> Any:
+        """Prepare a loader; the first one, the training loader, gets the REE's order and a cursor."""
+        if self._train_loader is not None or getattr(data_loader, "_is_accelerate_prepared", False):
+            return super().prepare_data_loader(data_loader, device_placement, slice_fn_for_dispatch)
+        rebuilt = reproducible_loader(data_loader, self.gensyn_seed)
+        shard = super().prepare_data_loader(rebuilt, device_placement, slice_fn_for_dispatch)
+        traced = TracedDataLoaderShard.adopt(shard, self)
+        self._dataloaders[self._dataloaders.index(shard)] = traced
+        self._train_loader = traced
+        return traced
+
+    def prepare(self, *args: Any, **kwargs: Any) -> Any:
+        """accelerate's ``prepare``, then a step hook on every new inner optimizer."""
+        result = super().prepare(*args, **kwargs)
+        for opt in self._optimizers:
+            inner = getattr(opt, "optimizer", opt)
+            if id(inner) not in self._hooked:
+                self._hooked.add(id(inner))
+                inner.register_step_pre_hook(self._before_step)
+                inner.register_step_post_hook(self._after_step)
+        return result
+
+    # ------------------------------------------------------------------ recording
+    def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        # a loop that feeds batches from its own loader: the previous root is due now
+        self._flush()
+
+    def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self.gensyn_step += 1
+        self._pending = True
+
+    def _gensyn_before_batch(self, loader: TracedDataLoaderShard) -> None:
+        self._flush()
+        if loader is self._train_loader:
+            self._advance(loader)
+
+    def _gensyn_after_pass(self, loader: TracedDataLoaderShard) -> None:
+        self._flush()
+
+    def _advance(self, loader: TracedDataLoaderShard) -> None:
+        self._done += 1
+        epoch = int(loader.iteration)
+        if self._done >= len(loader):
+            # the epoch is consumed: the next sample starts the next epoch
+            self._done = 0
+            self.gensyn_cursor = {**self.gensyn_cursor, "epoch": epoch + 1, "index": 0}
+        else:
+            index = min(self._done * int(loader.total_batch_size), len(loader.dataset))
+            self.gensyn_cursor = {**self.gensyn_cursor, "epoch": epoch, "index": index}
+
+    def _flush(self) -> None:
+        """Take leaf 0 if it is missing, and the pending root if one is due."""
+        if not self._trace.steps:
+            self._trace.start(self.capture().root)
+        if self._pending:
+            self._pending = False
+            if self._trace.due(self.gensyn_step):
+                self._trace.record(self.gensyn_step, self.capture().root)
+
+    @property
+    def trace(self) -> Trace:
+        """The run's trace so far: ``trace.roots``, ``trace.root`` (pending roots taken first)."""
+        if self._models or self._optimizers:
+            self._flush()
+        return self._trace
+
+    def end_training(self) -> None:
+        """Close the trace with the final root, end accelerate's trackers, undo the REE flags."""
+        if self._models or self._optimizers:
+            self.finish_trace()
+        super().end_training()
+        if self._snapshot is not None:
+            restore_determinism(self._snapshot)
+            self._snapshot = None
+
+    def finish_trace(self) -> Trace:
+        """Take any pending root and mark the trace final (the run's last state is its last leaf)."""
+        self._flush()
+        if not self._trace.final:
+            if self.gensyn_step != self._trace.num_steps:
+                self._trace.finish(self.gensyn_step, self.capture().root)
+            else:
+                self._trace.final = True
+        return self._trace
+
+    def capture(self) -> StateTree:
+        """The state tree right now: model, optimizer, scheduler, scaler, RNG, data cursor."""
+        for what, objs in (
+            ("model", self._models),
+            ("optimizer", self._optimizers),
+            ("LR scheduler", self._schedulers),
+        ):
+            if len(objs) > 1:
+                raise StateSchemaError(
+                    f"the REE state schema holds one {what}; this run prepared {len(objs)}"
+                )
+        model = self.unwrap_model(self._models[0]) if self._models else None
+        opt = self._optimizers[0] if self._optimizers else None
+        sched = self._schedulers[0] if self._schedulers else None
+        return capture_state(
+            model,
+            getattr(opt, "optimizer", opt),
+            getattr(sched, "scheduler", sched),
+            self.scaler,
+            step=self.gensyn_step,
+            data=self.gensyn_cursor,
+            world_size=self.num_processes,
+            mode=self.gensyn_mode,
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_state(
+        self, output_dir: str | None = None, safe_serialization: bool = True, **kwargs: Any
+    ) -> str:
+        """accelerate's ``save_state``, plus the REE checkpoint (the trace rides in its extra)."""
+        self._flush()
+        location = super().save_state(output_dir, safe_serialization, **kwargs)
+        if self.is_main_process:
+            extra = {
+                "trace": self._trace.to_json(),
+                "step": self.gensyn_step,
+                "cursor": dict(self.gensyn_cursor),
+            }
+            save_checkpoint(Path(location) / REE_FILE, self.capture(), extra=extra)
+        self.wait_for_everyone()  # every rank reads the file on load: let it land first
+        return str(location)
+
+    def load_state(
+        self, input_dir: str | None = None, load_kwargs: Any = None, **kwargs: Any
+    ) -> None:
+        """accelerate's ``load_state`` (local files), then the REE checkpoint, which must match."""
+        super().load_state(input_dir, load_kwargs=load_kwargs, **kwargs)
+        folder = Path(input_dir) if input_dir is not None else self._latest_checkpoint()
+        self.load_ree_checkpoint(folder / REE_FILE)
+
+    def _latest_checkpoint(self) -> Path:
+        # the folder accelerate's load_state picks when it is given none
+        base = Path(self.project_dir or ".") / "checkpoints"
+        folders = [p for p in base.glob("checkpoint_*") if re.fullmatch(r"checkpoint_\d+", p.name)]
+        if not folders:
+            raise ReeConfigError(f"no checkpoint_<n> folder under {str(base)!r} to resume from")
+        return max(folders, key=lambda p: int(p.name.split("_")[1]))
+
+    def load_ree_checkpoint(self, path: str | os.PathLike[str]) -> None:
+        """Resume from an REE checkpoint alone: no pickles, so it may come from another machine.
+
+        Restores the model, optimizer, scheduler, scaler, RNGs, trace and data cursor
+        (call it after ``prepare``), puts the training loader at the cursor, and
+        checks that the live state hashes to the checkpoint's root.
+        """
+        ck = load_checkpoint(path)
+        extra = ck.extra
+        if not isinstance(extra.get("trace"), dict):
+            raise RootMismatchError(
+                f"{str(path)!r} carries no trace: it was not written by gensyn's Accelerator"
+            )
+        trace = Trace.from_json(extra["trace"])
+        if trace.commit_interval != self._trace.commit_interval:
+            raise ReeConfigError(
+                f"the checkpoint's trace has commit_interval={trace.commit_interval}, this run "
+                f"{self._trace.commit_interval}; resume with the same commit_interval"
+            )
+        saved_world = int(ck.tree.leaves["meta/world_size"])
+        if saved_world != self.num_processes:
+            raise RootMismatchError(
+                f"the checkpoint was written by {saved_world} processes, this run has "
+                f"{self.num_processes}; the world size is part of the state root"
+            )
+        model = self.unwrap_model(self._models[0]) if self._models else None
+        opt = self._optimizers[0] if self._optimizers else None
+        sched = self._schedulers[0] if self._schedulers else None
+        restore_state(
+            ck.tree,
+            model,
+            getattr(opt, "optimizer", opt),
+            getattr(sched, "scheduler", sched),
+            self.scaler,
+            rng=True,
+        )
+        self._trace, self.gensyn_step = trace, int(extra["step"])
+        self.gensyn_cursor = {k: int(v) for k, v in extra["cursor"].items()}
+        self._pending = False
+        loader = self._train_loader
+        if loader is not None:
+            epoch, index = self.gensyn_cursor["epoch"], self.gensyn_cursor["index"]
+            loader.iteration = epoch
+            sampler_of(loader).set_cursor(epoch, index)
+            self._done = index // int(loader.total_batch_size)
+        root = self.capture().root
+        if root != ck.root:
+            raise RootMismatchError(
+                f"after resuming, the live state hashes to {root} but the checkpoint holds "
+                f"{ck.root}: the model, optimizer or scheduler differs from the one that wrote it"
+            )
+
+    @property
+    def gensyn_epoch(self) -> int:
+        """The epoch the next training batch belongs to (where a resumed loop starts)."""
+        return int(self.gensyn_cursor["epoch"])
