@@ -16,9 +16,9 @@ from gensyn_integrations.hookspecs import StoreFactory, hookimpl
 def gensyn_storage_backends() -> Mapping[str, StoreFactory]:
     """Offer the built-in stores: ``local`` and ``ipfs`` (DESIGN.md, "Real parts", storage).
 
-    The stores themselves live in ``coordinator.storage``; each entry maps a
-    ``storage.backend`` name to a factory taking the ``storage`` config
-    section. Until that package lands the table is empty, and asking for a
-    store raises a ConfigError that says no plugin offers one.
+    Each entry maps a ``storage.backend`` name to a factory taking the
+    ``storage`` config section.
     """
-    return {}
+    from coordinator.storage import IpfsStore, LocalStore  # httpx only when IpfsStore is named
+
+    return {"local": LocalStore.from_config, "ipfs": IpfsStore.from_config}

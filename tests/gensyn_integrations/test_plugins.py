@@ -290,3 +290,20 @@ def test_the_builtin_plugin_implements_only_known_hooks() -> None:
     names = [n for n, _ in inspect.getmembers(plugins.builtin) if n.startswith("gensyn_")]
     assert names
     assert set(names) <= set(spec_functions())
+
+
+def test_builtin_local_store_from_config(tmp_path: Path) -> None:
+    """The face's manager turns ``storage.backend: local`` into a real LocalStore."""
+    from gensyn_integrations._manager import get_plugin_manager
+    from gensyn_integrations.config import load_config
+
+    cfg = load_config(overrides=[f"storage.path={tmp_path / 'store'}", "storage.max_object_bytes=1024"],
+                      env={})
+    store = make_store(get_plugin_manager(cfg, env={}), cfg)
+    cid = store.put(b"hello world")
+    assert cid == "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"
+    assert store.get(cid) == b"hello world"
+    from coordinator.storage import ObjectTooLargeError
+
+    with pytest.raises(ObjectTooLargeError):
+        store.put(b"x" * 2048)
