@@ -1,0 +1,219 @@
+"""Recording the operator trace of one step with a TorchDispatchMode (DESIGN.md, "Data flow" 5.3).
+
+Run one whole step (forward, backward, optimizer step) inside an
+:class:`OpTracer`. It sees every aten operator below autograd, in execution
+order, and links each tensor input to where it came from:
+
+1. by identity: the storage, offset, shape, stride and dtype of every op output,
+   state leaf and batch tensor is remembered with its version (``t._version``);
+   an input with the same identity *and* version links there. In-place ops bump
+   the version and re-register their output, so a link names the right version;
+   views get their own identity (their own strides or offset);
+2. by content, when identity fails (a freed buffer reused, a tensor created by
+   the autograd engine outside any op): the latest op output, state leaf or
+   batch tensor with the same hash;
+3. a small tensor created outside the step (``torch.tensor(0.0)`` in an
+   optimizer) is embedded in a ``const`` link.
+
+Every link is checked against the computed hash when it is made, so an honest
+trace always passes :func:`ree.optrace.check_links`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from ree._state import StateTree
+from ree.optrace._records import (
+    CONST_MAX_NUMEL,
+    Link,
+    OpRecord,
+    OpTrace,
+    OpTraceError,
+    TensorIn,
+    const_payload,
+    encode_value,
+    fill_uninitialized,
+    tensor_hash,
+)
+
+RNG_LEAF = "rng/torch_cpu"
+_Key = tuple[Any, ...]
+
+
+def batch_tree(batch: Mapping[str, torch.Tensor]) -> StateTree:
+    """The Merkle tree over the batch of one step: one leaf per named tensor, sorted by name.
+
+    Name micro-batches so they sort in the order they are consumed
+    (``mb0/x``, ``mb0/y``, ``mb1/x``...).
+    """
+    for name, t in batch.items():
+        if not isinstance(t, torch.Tensor):
+            raise OpTraceError(f"batch entry {name!r} is a {type(t).__name__}; a batch holds tensors")
+    return StateTree(dict(batch))
+
+
+def identity(t: torch.Tensor) -> _Key:
+    """What makes two tensor objects the same memory, for linking."""
+    return (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(),
+            t.dtype, t.device)
+
+
+def storage_span(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous 1-D copy of the storage ``t`` reaches, so its exact layout can be rebuilt."""
+    if t.numel() == 0:
+        return torch.empty(0, dtype=t.dtype)
+    span = 1 + sum((s - 1) * st for s, st in zip(t.shape, t.stride(), strict=True))
+    return torch.as_strided(t.detach(), (span,), (1,), t.storage_offset()).clone()
+
+
+def _write_bumps(func: Any, outs: list[torch.Tensor]) -> list[int]:
+    """1 for each output an in-place or out= op wrote: autograd's ADInplaceOrView layer
+    bumps its version only after this mode's handler returns."""
+    returns = func._schema.returns
+    writes = [r.alias_info is not None and r.alias_info.is_write for r in returns]
+    if len(writes) != len(outs):
+        return [0] * len(outs)
+    return [int(w) for w in writes]
+
+
+class OpTracer(TorchDispatchMode):
+    """Records the aten ops of one step, with dataflow links (see the module docstring).
+
+    ``state`` is the state tree of step k-1, captured right before the step with
+    ``rng=True`` (it references the live tensors); ``batch`` the step's input
+    tensors by name. ``keep`` lists op indices whose inputs are kept (as storage
+    copies) so :func:`ree.optrace.save_op_inputs` can write them for a referee.
+    """
+
+    def __init__(self, state: StateTree, batch: Mapping[str, torch.Tensor], *, step: int,
+                 keep: Iterable[int] = ()) -> None:
+        super().__init__()
+        self.state = state
+        self.batch = batch_tree(batch)
+        self.trace = OpTrace(step=int(step), state_root=state.root, state_n=state.n,
+                             batch_root=self.batch.root, batch_n=self.batch.n)
+        self.keep = set(keep)
+        self.kept: dict[int, list[torch.Tensor]] = {}
+        self._by_id: dict[_Key, tuple[Link, int]] = {}
+        self._by_content: dict[str, Link] | None = None
+        self._rng_link: Link | None = None
+        for kind, tree in (("state", state), ("batch", self.batch)):
+            for name, v in tree.leaves.items():
+                if isinstance(v, torch.Tensor):
+                    link = Link(kind, name=name, proof=tree.proof(name))
+                    self._by_id[identity(v)] = (link, v._version)
+        if RNG_LEAF in state.leaves:
+            self._rng_link = Link("state", name=RNG_LEAF, proof=state.proof(RNG_LEAF))
+
+    # ------------------------------------------------------------------ hooks
+    def _execute(self, index: int, func: Any, args: Any, kwargs: Any) -> Any:
+        """Run op ``index``; adversaries in the tests override this to tamper with one op."""
+        return func(*args, **kwargs)
+
+    # ------------------------------------------------------------------ dispatch
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if func.namespace != "aten":  # profiler markers and the like carry no data
+            return func(*args, **kwargs)
+        index = len(self.trace.records)
+        tensors: list[torch.Tensor] = []
+        enc_args = encode_value([list(args), dict(kwargs)], tensors)
+        inputs = [self._input(t, tensors[:k]) for k, t in enumerate(tensors)]
+        rng = torch.Tag.nondeterministic_seeded in func.tags
+        if rng:
+            inputs.append(self._rng_input())
+        if index in self.keep:
+            kept = [storage_span(t) for t in tensors]
+            if rng:
+                kept.append(torch.get_rng_state())
+            self.kept[index] = kept
+        out = self._execute(index, func, args, kwargs)
+        outs: list[torch.Tensor] = []
+        enc_out = encode_value(out, outs)
+        fill_uninitialized(str(func), outs)
+        out_hashes = [tensor_hash(t) for t in outs]
+        out_versions = [t._version + bump for t, bump in zip(outs, _write_bumps(func, outs),
+                                                              strict=True)]
+        for j, t in enumerate(outs):
+            link = Link("op", op=index, out=j, version=out_versions[j])
+            self._by_id[identity(t)] = (link, out_versions[j])
+            if self._by_content is not None:
+                self._by_content[out_hashes[j]] = link
+        if rng:
+            out_hashes.append(tensor_hash(torch.get_rng_state()))
+            out_versions.append(0)
+            self._rng_link = Link("op", op=index, out=len(outs), version=0)
+        self.trace.records.append(OpRecord(
+            index=index, op=str(func), args=enc_args, inputs=tuple(inputs), out=enc_out,
+            out_hashes=tuple(out_hashes), out_versions=tuple(out_versions), rng=rng))
+        return out
+
+    # ------------------------------------------------------------------ linking
+    def _expected(self, link: Link, t: torch.Tensor) -> tuple[str, str]:
+        """(hash the link promises, hash of ``t`` under the link's label)."""
+        actual = tensor_hash(t, link.label)
+        if link.kind == "op":
+            return self.trace.records[link.op].out_hashes[link.out], actual
+        if link.kind in ("state", "batch"):
+            assert link.proof is not None
+            return link.proof.leaf_hash.hex(), actual
+        return actual, actual
+
+    def _input(self, t: torch.Tensor, earlier: list[torch.Tensor]) -> TensorIn:
+        alias = next((k for k, e in enumerate(earlier) if e is t or identity(e) == identity(t)), -1)
+        link = self._link(t)
+        layout = (tuple(t.shape), tuple(t.stride()))
+        return TensorIn(tensor_hash(t, link.label), link, t._version, layout, alias)
+
+    def _link(self, t: torch.Tensor) -> Link:
+        hit = self._by_id.get(identity(t))
+        if hit is not None and hit[1] == t._version:
+            promised, actual = self._expected(hit[0], t)
+            if promised == actual:
+                return hit[0]
+        by_content = self._content_index()
+        link = by_content.get(tensor_hash(t))
+        if link is not None:
+            return link
+        if t.numel() <= CONST_MAX_NUMEL:
+            return Link("const", const=const_payload(t))
+        raise OpTraceError(
+            f"op {len(self.trace.records)} reads a {tuple(t.shape)} {t.dtype} tensor that is "
+            "neither an earlier op's output, a state leaf nor a batch tensor; pass every input "
+            "of the step in `batch=` and capture the state right before the step"
+        )
+
+    def _content_index(self) -> dict[str, Link]:
+        if self._by_content is None:
+            index: dict[str, Link] = {}
+            for kind, tree in (("state", self.state), ("batch", self.batch)):
+                for name, v in tree.leaves.items():
+                    if isinstance(v, torch.Tensor):
+                        index.setdefault(tensor_hash(v), Link(kind, name=name,
+                                                              proof=tree.proof(name)))
+            for r in self.trace.records:
+                for j, h in enumerate(r.out_hashes):
+                    index[h] = Link("op", op=r.index, out=j, version=r.out_versions[j])
+            self._by_content = index
+        return self._by_content
+
+    def _rng_input(self) -> TensorIn:
+        state = torch.get_rng_state()
+        link = self._rng_link
+        if link is None:
+            raise OpTraceError(
+                f"op {len(self.trace.records)} draws random numbers but the state has no "
+                f"{RNG_LEAF!r} leaf; capture the state with rng=True right before the step"
+            )
+        promised, actual = self._expected(link, state)
+        if promised != actual:
+            raise OpTraceError(
+                f"op {len(self.trace.records)}: the generator state is not the one the trace "
+                "last saw; something drew random numbers between capture_state and the step"
+            )
+        return TensorIn(actual, link, 0, (tuple(state.shape), tuple(state.stride())), -1)
