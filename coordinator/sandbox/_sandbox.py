@@ -39,6 +39,7 @@ from coordinator.sandbox._errors import (
     SandboxTimeoutError,
     TaskFailedError,
 )
+from coordinator.sandbox._stage2 import PRIVATE_TMP  # noqa: E402 - the stage-2 script is import-safe
 from coordinator.sandbox._user import DEFAULT_USER, TaskUser, ensure_user
 
 STAGE2 = Path(__file__).with_name("_stage2.py")
@@ -183,7 +184,8 @@ class Sandbox:
         out: list[str] = []
         for p in wanted:
             real = os.path.realpath(p)
-            if any(real == h or real.startswith(h.rstrip("/") + "/") for h in self.hide) \
+            covered = (*self.hide, *PRIVATE_TMP)
+            if any(real == h or real.startswith(h.rstrip("/") + "/") for h in covered) \
                     and real not in out and os.path.isdir(real):
                 out.append(real)
         return out

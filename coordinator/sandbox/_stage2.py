@@ -64,6 +64,9 @@ def _lo_up() -> None:
         fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sH14s", b"lo", flags | IFF_UP, b""))
 
 
+PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm")  # noqa: S108 - each replaced by a private tmpfs
+
+
 def _report(fd: int, **fields: Any) -> None:
     os.write(fd, (json.dumps(fields) + "\n").encode())
 
@@ -73,17 +76,18 @@ def _build_mounts(spec: dict[str, Any]) -> None:
     scratch_fd = os.open(spec["scratch"], os.O_PATH | os.O_DIRECTORY)
     exposed = [(p, os.open(p, os.O_PATH | os.O_DIRECTORY)) for p in spec["expose"]]
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    size = int(spec["tmpfs_bytes"])
+    for path in PRIVATE_TMP:
+        if os.path.isdir(path):
+            _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={size}")
     for path in spec["hide"]:
         if os.path.isdir(path):
             _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
+    # after the covers, so a Python prefix under /root or /tmp (a venv in a CI clone) shows through
     for path, fd in exposed:
         os.makedirs(path, exist_ok=True)
         _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
         _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
-    size = int(spec["tmpfs_bytes"])
-    for path in ("/tmp", "/var/tmp", "/dev/shm"):  # noqa: S108 - replaced by private tmpfs
-        if os.path.isdir(path):
-            _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={size}")
     os.mkdir(SANDBOX_SCRATCH, 0o755)
     _mount(f"/proc/self/fd/{scratch_fd}", SANDBOX_SCRATCH, None, MS_BIND)
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 import ree
@@ -24,7 +26,11 @@ class Job:
 
 def make_job(seed: int) -> Job:
     """Build the job for ``seed`` and run step 1 untraced, so Adam has state at step 2."""
+    # Every generator the state root covers (rng/torch_cpu, rng/python, rng/numpy) is
+    # seeded here: the honest trace is cached, and other tests move the global ones.
     torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
     model = torch.nn.Sequential(torch.nn.Linear(IN, HIDDEN), torch.nn.ReLU(),
                                 torch.nn.Dropout(0.25), torch.nn.Linear(HIDDEN, OUT))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
