@@ -107,9 +107,12 @@ def gensyn_build_bundle(
 def gensyn_execute_task(task: Any, workdir: Path, config: GensynConfig) -> Any | None:
     """Run a task to its end under the REE.
 
-    Called by a solver after it has claimed ``task`` and unpacked its bundle,
-    every CID checked, into ``workdir`` (DESIGN.md, "Data flow", step 3). The
-    first plugin whose framework matches ``task.framework`` answers. It
+    Called by a solver after it has claimed the task and unpacked its bundle,
+    every CID checked, into ``workdir`` (DESIGN.md, "Data flow", step 3).
+    ``task`` is a ``coordinator.tasks.RunRequest``: the ``TaskSpec`` (``.spec``),
+    its ``.framework``, the bundle folder, the checkpoint to start from, the
+    steps to run and the root and checkpoint cadence. The first plugin whose
+    framework matches ``task.framework`` answers. It
     applies the REE with ``task``'s mode and seed, takes a root every
     ``commit_interval`` optimizer steps (calling :func:`gensyn_on_root`) and
     stops at the task's last step.
@@ -173,7 +176,9 @@ def gensyn_verify_interval(
     Called by a verifier for each interval drawn after the reveal under the
     ``spot`` policy, and by a solver re-deriving per-step roots inside a
     disputed interval (DESIGN.md, "Verification" and "A dispute", level 2).
-    The first plugin whose framework matches ``task.framework`` answers.
+    ``task`` is a ``coordinator.tasks.RunRequest``, as for
+    :func:`gensyn_execute_task`. The first plugin whose framework matches
+    ``task.framework`` answers.
 
     :param checkpoint: the REE checkpoint at ``start_step``, CID and root
         already checked.

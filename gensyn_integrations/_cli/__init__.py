@@ -14,7 +14,7 @@ from gensyn_integrations._cli._common import Commands
 
 __all__ = ["COMMAND_GROUPS", "add_command_groups"]
 
-COMMAND_GROUPS: tuple[str, ...] = ("config", "ree", "account", "funds", "contracts", "launch")
+COMMAND_GROUPS: tuple[str, ...] = ("config", "ree", "account", "funds", "contracts", "launch", "devnet", "task", "node")
 """Group modules in the order ``gensyn --help`` lists them; later: account, devnet, task, solver, launch."""
 
 

@@ -1,0 +1,78 @@
+"""A node as a long-running process: ``python -m coordinator.nodes ROLE ...``.
+
+The private key comes from the environment (``GENSYN_NODE_KEY``), never from
+the command line, where other users could read it. Task code runs in a child
+process per run (:class:`coordinator.tasks.SubprocessExecutor`). SIGTERM and
+SIGINT stop the loop after the current tick; the state on disk lets the next
+start carry on, and it withdraws pending credits first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from coordinator.nodes._base import Node
+from coordinator.nodes._referee import Referee
+from coordinator.nodes._solver import Solver
+from coordinator.nodes._verifier import Verifier
+
+ROLES: dict[str, type[Node]] = {"solver": Solver, "verifier": Verifier, "referee": Referee}
+KEY_ENV = "GENSYN_NODE_KEY"
+
+
+def build_node(role: str, rpc_url: str, deployment: Path, key: str, store: Path, workdir: Path,
+               executor: Any = None) -> Node:  # fmt: skip
+    """Connect to the chain and the store, and make the node of ``role``."""
+    from eth_account import Account
+
+    from coordinator.chain import ChainClient, Deployment, Protocol
+    from coordinator.storage import LocalStore
+    from coordinator.tasks import SubprocessExecutor
+
+    client = ChainClient.connect(rpc_url)
+    p = Protocol(client, Deployment.read(deployment))
+    return ROLES[role](
+        p, Account.from_key(key), LocalStore(store), executor or SubprocessExecutor(), workdir
+    )
+
+
+def run_forever(node: Node, *, poll: float = 1.0) -> None:
+    """Tick until SIGTERM or SIGINT; write the log's CID to ``workdir/log.cid`` on the way out."""
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    while not stop:
+        if not node.tick():
+            time.sleep(poll)
+    (node.workdir / "log.cid").write_text(node.upload_logs())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m coordinator.nodes``."""
+    ap = argparse.ArgumentParser(prog="python -m coordinator.nodes", description=__doc__)
+    ap.add_argument("role", choices=sorted(ROLES))
+    ap.add_argument("--rpc", required=True)
+    ap.add_argument("--deployment", type=Path, required=True)
+    ap.add_argument("--store", type=Path, required=True)
+    ap.add_argument("--workdir", type=Path, required=True)
+    ap.add_argument("--poll", type=float, default=1.0)
+    a = ap.parse_args(argv)
+    key = os.environ.get(KEY_ENV)
+    if not key:
+        print(f"error: set {KEY_ENV} to the node's private key", file=sys.stderr)
+        return 2
+    node = build_node(a.role, a.rpc, a.deployment, key, a.store, a.workdir)
+    run_forever(node, poll=a.poll)
+    return 0

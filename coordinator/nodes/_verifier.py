@@ -1,0 +1,138 @@
+"""The verifier: re-executes revealed results and challenges a wrong one.
+
+DESIGN.md, "Data flow", step 4. Under ``spot``, the verifier re-executes the
+interval drawn for it (randomness fixed at the reveal) from the solver's REE
+checkpoint, and commits and reveals its verdict for the fee. Otherwise, or when
+the spot check disagrees, it re-runs the task to the revealed step count and
+compares trace roots; on a difference it challenges with its own trace and
+plays the dispute.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from coordinator.chain import ChainError, SlotState
+from coordinator.dispute import trace_tree
+from coordinator.nodes._base import Node, RunRecord
+from coordinator.tasks import RunRequest, RunResult, fetch_checkpoint, load_run
+
+
+class Verifier(Node):
+    """A staked machine that checks other people's results."""
+
+    role = "verifier"
+
+    def _tick(self) -> bool:
+        did = False
+        now = self.p.client.now()
+        for tid in range(1, self.p.task_count() + 1):
+            if f"task:{tid}" in self.state.done:
+                continue
+            t = self.p.get_task(tid)
+            reps = t["p"]["replicas"]
+            if t["settled"] >= reps:
+                self.state.done.append(f"task:{tid}")
+                continue
+            for i in range(reps):
+                s = self.p.get_slot(tid, i)
+                key = f"checked:{tid}:{i}"
+                if key in self.state.done or s["solver"] == self.address:
+                    continue
+                if SlotState(s["state"]) != SlotState.REVEALED:
+                    continue
+                if now > s["revealedAt"] + t["p"]["challengeWindow"]:
+                    continue
+                did = self.check(tid, i, s, t) or did
+        return did
+
+    def run_task(self, tid: int, steps: int, t: dict[str, Any]) -> RunResult:
+        """Re-execute ``tid`` from its initial state to ``steps``."""
+        b, bdir = self.bundle(t["p"]["specCid"])
+        out = self.workdir / "runs" / f"{tid}-verify"
+        return self.executor.run(
+            RunRequest(b.spec, bdir, out, end_step=steps, fault=self.fault_for(tid))
+        )
+
+    def check(self, tid: int, i: int, s: dict[str, Any], t: dict[str, Any]) -> bool:
+        """Verify one revealed slot (a spot check under ``spot``); challenge it if our roots differ."""
+        b, _ = self.bundle(t["p"]["specCid"])
+        if not self.accepts(b.spec):
+            self.state.done.append(f"checked:{tid}:{i}")
+            return False
+        if t["p"]["spotChecks"] > 0 and not s["failed"]:
+            agrees = self.spot_check(tid, i, s, t)
+            if agrees is None or agrees:
+                self.state.done.append(f"checked:{tid}:{i}")
+                self.save()
+                return agrees is not None
+        return self.full_check(tid, i, s, t)
+
+    def spot_check(self, tid: int, i: int, s: dict[str, Any], t: dict[str, Any]) -> bool | None:
+        """Re-execute the interval drawn for us from the solver's checkpoint; commit and reveal the verdict.
+
+        Returns whether the interval's end root matched (None if we could not take a check).
+        """
+        b, bdir = self.bundle(t["p"]["specCid"])
+        ci = b.spec.commit_interval
+        index = self.p.spot_index(tid, i, self.address)
+        m = load_run(self.store, s["manifestCid"])
+        roots = list(m.trace.roots_raw)
+        if trace_tree(roots).root != s["traceRoot"] or index >= len(roots):
+            return None  # the published manifest is not the committed trace: check it all
+        start = (index - 1) * ci
+        agrees = False  # a checkpoint the solver does not serve counts against it
+        if start in m.checkpoints:
+            root, cid = m.checkpoints[start]
+            work = self.workdir / "spot" / f"{tid}-{i}"
+            ck = fetch_checkpoint(self.store, cid, root, work / "start.safetensors")
+            end = min(index * ci, int(s["steps"]))
+            req = RunRequest(b.spec, bdir, work, start_checkpoint=ck, start_step=start, end_step=end,
+                             fault=self.fault_for(tid))  # fmt: skip
+            agrees = self.executor.run(req).final_root == roots[index].hex()
+        salt = os.urandom(32)
+        try:
+            self.p.spot_commit(self.account, tid, i, agrees, salt)
+        except ChainError as e:
+            if e.error in ("SpotChecksExhausted", "AlreadyCommitted", "NotStaked"):
+                return None
+            raise
+        proof = list(trace_tree(roots).proof(index).siblings)
+        self.p.spot_reveal(self.account, tid, i, agrees, salt, roots[index], proof)
+        self.log(
+            f"task {tid} slot {i}: spot check of interval {index}: {'agrees' if agrees else 'DIFFERS'}"
+        )
+        return agrees
+
+    def full_check(self, tid: int, i: int, s: dict[str, Any], t: dict[str, Any]) -> bool:
+        """Re-execute the whole task and compare trace roots; challenge on a difference."""
+        steps = int(s["steps"])
+        run = self.run_task(tid, steps + 1 if s["failed"] else steps, t)
+        if (
+            s["failed"] and not run.failed
+        ):  # the claimed failure did not happen: challenge at its step count
+            run = self.run_task(tid, steps, t)
+        self.state.runs[f"{tid}:verify"] = RunRecord(
+            tid, str(self.workdir / "runs" / f"{tid}-verify"), run.to_json()
+        )
+        self.state.done.append(f"checked:{tid}:{i}")
+        self.save()
+        roots = list(run.trace.roots_raw)
+        tree = trace_tree(roots)
+        if tree.root == s["traceRoot"]:
+            self.log(f"task {tid} slot {i}: verified")
+            return False
+        if roots[-1] == s["finalRoot"]:
+            self.log(f"task {tid} slot {i}: same final root, different trace; nothing to challenge")
+            return False
+        return self.challenge(tid, i, roots)
+
+    def challenge(self, tid: int, i: int, roots: list[bytes]) -> bool:
+        """Open a dispute against slot ``i`` with our trace ``roots``."""
+        tree = trace_tree(roots)
+        self.p.challenge(
+            self.account, tid, i, tree.root, roots[-1], tree.proof(len(roots) - 1).siblings
+        )
+        self.log(f"task {tid} slot {i}: roots differ, challenged")
+        return True

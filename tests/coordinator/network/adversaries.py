@@ -1,0 +1,108 @@
+"""Adversaries as data: one class per attack, each a node that misbehaves in exactly one way."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from coordinator.chain import ChainError, Reveal, SlotState
+from coordinator.nodes import Killed, Referee, RunRecord, Solver, Verifier
+from coordinator.tasks import RunResult, TaskBundle
+from ree._trace import Trace
+
+
+class LazySolver(Solver):
+    """Commits random weights without training, and cannot answer a dispute."""
+
+    def compute(self, tid: int, slot: int, b: TaskBundle, bdir: Path) -> RunResult:
+        ci, steps = b.spec.commit_interval, b.spec.steps
+        marks = [0, *range(ci, steps, ci), steps]
+        roots = [bytes.fromhex(b.spec.initial_root)] + [os.urandom(32) for _ in marks[1:]]
+        return RunResult(Trace(ci, marks, roots, final=True), {}, roots[-1].hex(), steps)
+
+    def play_disputes(self) -> bool:
+        return False
+
+
+class PerturbingSolver(Solver):
+    """Trains honestly except that it nudges the weights right after step ``k``."""
+
+    def __init__(self, *a: Any, k: int, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.k = k
+
+    def fault_for(self, task_id: int) -> dict[str, Any]:
+        return {"perturb_step": self.k}
+
+
+class Copier(Solver):
+    """Copies the other replica's commitment, then tries to reveal the other's result as its own."""
+
+    def work(self, tid: int, slot: int, b: TaskBundle, bdir: Path) -> None:
+        other = next(self.p.get_slot(tid, j) for j in range(b.spec.replicas) if j != slot)
+        commitment = (
+            other["commitment"] if other["state"] == SlotState.COMMITTED else os.urandom(32)
+        )
+        self.state.runs[f"{tid}:{slot}"] = RunRecord(
+            tid, str(self.run_dir(tid, slot)), {}, slot, {}
+        )
+        self.save()
+        fn = self.p.market.functions.commit(tid, slot, commitment)
+        self.p.client.transact(self.account, fn, "copied commit")
+
+    def advance(self, tid: int, i: int, s: dict[str, Any], t: dict[str, Any]) -> bool:
+        if SlotState(s["state"]) != SlotState.COMMITTED:
+            return False
+        other = next(self.p.get_slot(tid, j) for j in range(t["p"]["replicas"]) if j != i)
+        if SlotState(other["state"]) != SlotState.REVEALED or f"tried:{tid}" in self.state.done:
+            return False
+        self.state.done.append(f"tried:{tid}")
+        r = Reveal(other["traceRoot"], other["steps"], other["finalRoot"], other["manifestCid"],
+                   other["resultCid"], bytes(32), other["failed"])  # fmt: skip
+        try:
+            self.p.reveal(self.account, tid, i, r, [])
+        except ChainError as e:
+            self.log(f"copy refused: {e.error}")
+        return True
+
+    def challenge_others(self, *a: Any) -> bool:
+        return False
+
+
+class LyingChallenger(Verifier):
+    """Challenges an honest result with a made-up trace (and plays the dispute to its lie)."""
+
+    def check(self, tid: int, i: int, s: dict[str, Any], t: dict[str, Any]) -> bool:
+        run = self.run_task(tid, int(s["steps"]), t)
+        roots = [run.trace.roots_raw[0]] + [hashlib.sha256(b"lie" + bytes([j])).digest()
+                                            for j in range(1, run.trace.n)]  # fmt: skip
+        fake = RunResult(Trace(run.trace.commit_interval, list(run.trace.steps), roots, final=True),
+                         run.checkpoints, roots[-1].hex(), run.steps_done)  # fmt: skip
+        self.state.runs[f"{tid}:verify"] = RunRecord(tid, str(self.workdir / "lie"), fake.to_json())
+        self.state.done.append(f"checked:{tid}:{i}")
+        self.save()
+        return self.challenge(tid, i, roots)
+
+
+class CrashingSolver(Solver):
+    """Dies after publishing its first segment of progress, as if its machine went away."""
+
+    def after_segment(self, tid: int, slot: int, step: int) -> None:
+        self.alive = False
+        raise Killed(f"killed at step {step}")
+
+
+class OfflineVerifier(Verifier):
+    """Never comes online."""
+
+    def tick(self) -> bool:
+        return False
+
+
+class BribedReferee(Referee):
+    """Rules against what its own re-execution shows."""
+
+    def verdict(self, defender_wins: bool) -> bool:
+        return not defender_wins
