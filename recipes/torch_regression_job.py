@@ -25,13 +25,13 @@ class Waves(torch.utils.data.Dataset):  # type: ignore[type-arg]
         return self.x[i], self.y[i]
 
 
-def build(n: int = 256, hidden: int = 32, lr: float = 0.01) -> dict[str, Any]:
+def build(n: int = 256, hidden: int = 32, lr: float = 0.03) -> dict[str, Any]:
     """The job."""
     model = torch.nn.Sequential(
         torch.nn.Linear(1, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 1)
     )
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=20, gamma=0.7)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=100, gamma=0.7)
 
     def loss(m: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, y = batch
