@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ree._errors import NondeterminismError, ReeConfigError
+from ree._errors import ReeConfigError
 
 MODES = ("device", "strict")
 CUBLAS_WORKSPACE_ENV = "CUBLAS_WORKSPACE_CONFIG"
@@ -131,18 +131,8 @@ class DeterminismSnapshot:
 
 
 def check_mode(mode: object) -> str:
-    """Return ``mode`` if it names an REE mode that can run now, else raise.
-
-    ``"strict"`` raises :class:`NondeterminismError`: it arrives with the strict
-    operator set, and until then device mode is the only honest promise.
-    """
-    if mode == "strict":
-        raise NondeterminismError(
-            "mode='strict' arrives with the strict operator set and is not available yet; "
-            "use mode='device' (bitwise identical on the same hardware class and software "
-            "stack, see ree.fingerprint())"
-        )
-    if mode != "device":
+    """Return ``mode`` if it names an REE mode (``"device"`` or ``"strict"``), else raise."""
+    if mode not in MODES:
         raise ReeConfigError(f"unknown REE mode {mode!r}; use one of {MODES!r}")
     return mode
 
@@ -358,6 +348,12 @@ def deterministic(
     """
     snapshot = apply_determinism(mode, seed, threads=threads)
     try:
-        yield snapshot
+        if mode == "strict":
+            from ree.strict import enter_strict  # lazy: strict's op tables load only when used
+
+            with enter_strict(seed):
+                yield snapshot
+        else:
+            yield snapshot
     finally:
         restore_determinism(snapshot)

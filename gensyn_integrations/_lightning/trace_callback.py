@@ -124,7 +124,8 @@ class TraceCallbackMixin:
         """Apply the REE, restore a resumed run's RNGs, and record the initial root."""
         if self.mode == "strict":
             raise ReeConfigError(
-                "strict mode arrives with the strict operator set ([G]); use mode='device'"
+                "GensynTraceCallback records device mode only for now (strict mode runs "
+                "through ree.deterministic(mode='strict')); use mode='device'"
             )
         snap = apply_determinism(self.mode, self.seed, threads=self.threads)
         if self._snapshot is None:

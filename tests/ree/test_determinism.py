@@ -267,10 +267,16 @@ def test_failure_half_way_restores_what_was_set(monkeypatch: pytest.MonkeyPatch)
     assert not torch.are_deterministic_algorithms_enabled()
 
 
-def test_strict_mode_is_refused_until_it_exists() -> None:
+def test_strict_mode_enters_the_strict_dispatch_mode_and_leaves_it() -> None:
+    from ree.strict import current_mode
+
     before = snapshot_determinism()
-    with pytest.raises(NondeterminismError, match="mode='device'"), deterministic("strict"):
-        pass  # pragma: no cover - never entered
+    assert current_mode() is None
+    with deterministic("strict", seed=3):
+        assert current_mode() is not None
+        with pytest.raises(NondeterminismError):
+            torch.linalg.eigvals(torch.eye(2))  # not on the strict op list: refused, never run
+    assert current_mode() is None
     assert torch.are_deterministic_algorithms_enabled() == before.deterministic_algorithms
     assert os.environ.get(CUBLAS_WORKSPACE_ENV) == before.cublas_workspace_config
 

@@ -1,0 +1,323 @@
+"""The deterministic matmul: fixed-point int8 slices, multiplied exactly, rounded once.
+
+Each row of ``A`` and each column of ``B`` is written in fixed point against its
+largest binary exponent ``e`` (read from the float bits of the row maximum), as
+the integer ``v = trunc(x * 2**(29 - e))``, |v| < 2**30, and cut into four
+byte slices ``s0 .. s3`` (top first): ``v = s0*2**24 + s1*2**16 + s2*2**8 + s3``
+with s1..s3 in [-128, 127] and s0 in [-64, 64]. The slices are the bytes of
+``(v + 0x808080) ^ 0x808080``: the bias makes the low bytes balanced (zero-mean),
+so the error of the dropped products does not grow linearly with K. The product
+keeps the ten slice products with ``p + q <= 3``. Products on one anti-diagonal
+``d = p + q`` share a power of two, so they are one GEMM over the slices laid
+side by side along K. Integer GEMMs are exact while their sums fit, so their
+result does not depend on summation order, threads, ISA or device. The four
+diagonals are combined in float64 in a fixed order (exactly, while K < 2**16),
+scaled by exact powers of two, and rounded once to float32.
+
+Two exact engines compute the same integers, so they give the same bits:
+
+* ``int8``: ``torch._int_mm`` (int8 x int8 -> int32), exact while
+  ``K' * 128**2 < 2**31``, K' being the width of one diagonal's GEMM;
+* ``float``: a float32 GEMM of the slices, exact while ``K' * 128**2 <= 2**24``
+  (every partial sum is then an integer float32 holds exactly, in any order, with
+  or without FMA, and even through TF32 or bf16, which hold 8-bit integers).
+
+Error: an element ``b`` binades below its row's (column's) maximum keeps
+``30 - b`` bits, and the dropped slice products weigh about ``sqrt(K) * 2**-32``
+of ``max|A_i| * max|B_j|``; the tests check this stays below default fp32's
+error against float64.
+
+Non-finite inputs: an output whose row of ``A`` or column of ``B`` holds an inf or
+a nan is nan (IEEE would sometimes give inf; strict mode picks one answer).
+Byte slicing reads int32 bytes little-endian, as every supported CPU and GPU is.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import torch
+
+from ree._errors import NondeterminismError
+from ree.strict._bits import pow2_f64
+
+SLICES = 4
+SLICE_BITS = 8
+_FIXED_TOP = 29  # |x| < 2**(e+1) maps to |v| <= 2**30
+_BIAS = 0x808080
+_MAX_PRODUCT = 128 * 128
+INT32_K_LIMIT = (2**31 - 1) // _MAX_PRODUCT  # 131071
+FLOAT_K_LIMIT = (2**24) // _MAX_PRODUCT  # 1024
+ENGINES = ("auto", "int8", "float")
+# elements of an A row block and of an output tile: small enough to stay in cache
+_TILE_ELEMS = 1 << 20
+
+if sys.byteorder != "little":  # pragma: no cover - no big-endian torch device exists
+    raise ImportError("ree.strict's byte slicing assumes a little-endian host")
+
+
+def _pow2_f32(k: torch.Tensor) -> torch.Tensor:
+    """``2.0**k`` in float32 from bits, for integer ``k`` in [-126, 127]."""
+    return ((k.to(torch.int32) + 127) << 23).view(torch.float32)
+
+
+def _slices(x: torch.Tensor, exp: torch.Tensor, top_first: bool) -> torch.Tensor:
+    """Cut float32 ``x`` (..., R, K) into 4 int8 byte slices laid side by side: (..., R, 4K).
+
+    ``x * 2**(29 - exp)`` is exact (a power-of-two scaling; split in two factors
+    only when one would leave float32's range), and its truncation is the
+    fixed-point value. ``top_first`` lays the slices out s0..s3, else s3..s0.
+    """
+    k = x.shape[-1]
+    shift = _FIXED_TOP - exp
+    if bool(((shift > 127) | (shift < -126)).any()):
+        half = torch.div(shift, 2, rounding_mode="floor")
+        y = x * _pow2_f32(half)
+        y = y * _pow2_f32(shift - half)
+    else:
+        y = x * _pow2_f32(shift)
+    # truncation toward zero onto the 2**-29 grid: exact in float32 -> int32 on every
+    # device (torch.round is an order of magnitude slower on CPUs), and sign-symmetric
+    v = y.to(torch.int32)
+    w = (v + _BIAS).bitwise_xor_(_BIAS).contiguous()
+    # (..., R, 4, K), low byte first
+    b = w.view(torch.int8).view(*x.shape, SLICES).transpose(-1, -2)
+    b = b.flip(-2) if top_first else b.contiguous()
+    return b.reshape(*x.shape[:-1], SLICES * k)
+
+
+def _row_exponents(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-row (last dim) exponent ``e`` with max|x| < 2**(e+1), the finite part, and bad rows.
+
+    The row maximum of |x| is exact in any order, and nan and inf propagate to
+    it, which flags the rows to clean. The exponent is read from the float64 bits of the row's largest magnitude, so
+    subnormal rows get their true exponent.
+    """
+    top = x.abs().amax(dim=-1, keepdim=True)
+    bad = ~torch.isfinite(top)  # amax propagates nan, and inf is its own maximum
+    if bool(bad.any()):
+        x = torch.where(torch.isfinite(x), x, torch.zeros((), dtype=x.dtype, device=x.device))
+        top = x.abs().amax(dim=-1, keepdim=True)
+    top = top.to(torch.float64)
+    e = ((top.view(torch.int64) >> 52) & 0x7FF) - 1023
+    return e.clamp_min(-149).to(torch.int32), x, bad
+
+
+def _float_mm_exact(lhs: torch.Tensor, rhs_t: torch.Tensor) -> torch.Tensor:
+    """``lhs @ rhs_t.T`` for int8 operands with float32 GEMMs, exact chunk by chunk, as int64."""
+    total: torch.Tensor | None = None
+    for k0 in range(0, lhs.shape[1], FLOAT_K_LIMIT):
+        part = torch.matmul(
+            lhs[:, k0 : k0 + FLOAT_K_LIMIT].to(torch.float32),
+            rhs_t[:, k0 : k0 + FLOAT_K_LIMIT].to(torch.float32).t(),
+        ).to(torch.int64)
+        total = part if total is None else total + part
+    assert total is not None
+    return total
+
+
+def _int_mm_exact(lhs: torch.Tensor, rhs_t: torch.Tensor) -> torch.Tensor:
+    """``lhs @ rhs_t.T`` for int8 operands, exact: int32 per K-chunk, int64 across chunks.
+
+    ``rhs_t`` is passed transposed, so the kernel sees a column-major right
+    operand, the layout int8 GEMMs are fast with (NOTES.md). A GPU without an
+    int8 GEMM gets the exact float32 path, which gives the same integers.
+    """
+    m, n, k = lhs.shape[0], rhs_t.shape[0], lhs.shape[1]
+    if lhs.is_cuda:
+        # cuBLASLt int8 GEMM wants M > 16 and K, N multiples of 8: zero padding is exact
+        pad = torch.nn.functional.pad
+        lhs = pad(lhs, (0, (-k) % 8, 0, max(0, 17 - m))).contiguous()
+        rhs_t = pad(rhs_t, (0, (-k) % 8, 0, (-n) % 8)).contiguous()
+        k = lhs.shape[1]
+    try:
+        if k <= INT32_K_LIMIT:
+            return torch._int_mm(lhs, rhs_t.t())[:m, :n]
+        total = torch.zeros((lhs.shape[0], rhs_t.shape[0]), dtype=torch.int64, device=lhs.device)
+        step = INT32_K_LIMIT - INT32_K_LIMIT % 8
+        for k0 in range(0, k, step):
+            total += torch._int_mm(lhs[:, k0 : k0 + step], rhs_t[:, k0 : k0 + step].t())
+        return total[:m, :n]
+    except RuntimeError:
+        if not lhs.is_cuda:
+            raise
+        return _float_mm_exact(lhs, rhs_t)[:m, :n]
+
+
+def _diagonals_int8(a8: torch.Tensor, b8: torch.Tensor, k: int) -> list[torch.Tensor]:
+    """Anti-diagonal sums of slice products, exact, from int8 slices laid along K.
+
+    ``a8`` is [s0 s1 s2 s3] and ``b8`` is [s3 s2 s1 s0] along K, so diagonal ``d``
+    is the product of two contiguous column ranges, with no copy.
+    """
+    return [
+        _int_mm_exact(a8[:, : (d + 1) * k], b8[:, (SLICES - 1 - d) * k :]) for d in range(SLICES)
+    ]
+
+
+def _diagonals_int8_batched(a8: torch.Tensor, b8: torch.Tensor, k: int) -> list[torch.Tensor]:
+    """:func:`_diagonals_int8` for (B, M, 4K) and (B, N, 4K) slices: one GEMM per batch entry."""
+    batch, m, n = a8.shape[0], a8.shape[1], b8.shape[1]
+    diags = []
+    for d in range(SLICES):
+        out = torch.empty(
+            (batch, m, n),
+            dtype=torch.int64 if (d + 1) * k > INT32_K_LIMIT else torch.int32,
+            device=a8.device,
+        )
+        for i in range(batch):
+            out[i] = _int_mm_exact(a8[i, :, : (d + 1) * k], b8[i, :, (SLICES - 1 - d) * k :])
+        diags.append(out)
+    return diags
+
+
+def _combine(
+    diags: list[torch.Tensor], row_scale: torch.Tensor, col_scale: torch.Tensor
+) -> torch.Tensor:
+    """``(D0*2^24 + D1*2^16 + D2*2^8 + D3) * row_scale * col_scale`` in float64.
+
+    Each diagonal is an exact integer, so exact in float64; scaled by a power of
+    two it stays exact, and the sum is exact while it stays below 2**53, that is
+    for K below 2**16 (K * 2**36 bounds it). Beyond, the additions round, in this
+    fixed order, on every device alike. The two scalings are exact. (float64,
+    not int64: int64 kernels are several times slower on CPUs.) Two buffers are
+    reused for the four conversions: fresh large tensors cost page faults.
+    """
+    t = torch.empty(diags[0].shape, dtype=torch.float64, device=diags[0].device)
+    t.copy_(diags[0]).mul_(float(1 << 24))
+    scratch = torch.empty_like(t)
+    for d, weight in ((1, 1 << 16), (2, 1 << 8), (3, 1)):
+        t.add_(scratch.copy_(diags[d]), alpha=float(weight))
+    return t.mul_(row_scale).mul_(col_scale)
+
+
+def _diagonals_float(a: torch.Tensor, bt: torch.Tensor, k: int) -> list[torch.Tensor]:
+    """Anti-diagonal sums with float32 GEMMs on integer slices, exact chunk by chunk."""
+    diags = []
+    for d in range(SLICES):
+        lhs = a[..., : (d + 1) * k]
+        rhs_t = bt[..., (SLICES - 1 - d) * k :]
+        kd = lhs.shape[-1]
+        total: torch.Tensor | None = None
+        for k0 in range(0, kd, FLOAT_K_LIMIT):
+            part = torch.matmul(
+                lhs[..., k0 : k0 + FLOAT_K_LIMIT], rhs_t[..., k0 : k0 + FLOAT_K_LIMIT].mT
+            )
+            # each part is an exact integer of at most 2**24: int64 holds it and its sums
+            part = part.to(torch.int64)
+            total = part if total is None else total + part
+        assert total is not None
+        diags.append(total)
+    return diags
+
+
+def _pick_engine(engine: str, a: torch.Tensor) -> str:
+    if engine not in ENGINES:
+        raise NondeterminismError(f"unknown strict matmul engine {engine!r}; use one of {ENGINES}")
+    if engine != "auto":
+        return engine
+    if a.device.type in ("cpu", "cuda") and hasattr(torch, "_int_mm"):
+        return "int8"
+    return "float"
+
+
+def _check(a: torch.Tensor, b: torch.Tensor) -> None:
+    if a.dtype != torch.float32 or b.dtype != torch.float32:
+        raise NondeterminismError(
+            f"strict matmul takes float32 operands, got {a.dtype} and {b.dtype}; "
+            "cast to float32 before the matmul"
+        )
+
+
+def matmul64(
+    a: torch.Tensor, b: torch.Tensor, engine: str = "auto"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``a @ b`` in float64 before its final rounding, and the mask of nan outputs.
+
+    The float64 value is the integer slice product, rounded once; callers may add
+    to it in float64 (a bias) before rounding once more to float32. Batch
+    dimensions broadcast as in :func:`torch.matmul`.
+    """
+    _check(a, b)
+    ea, a_clean, a_bad = _row_exponents(a)
+    eb, b_clean, b_bad = _row_exponents(b.mT)
+    k = a.shape[-1]
+    if k == 0:
+        shape = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        zeros = torch.zeros(
+            (*shape, a.shape[-2], b.shape[-1]), dtype=torch.float64, device=a.device
+        )
+        return zeros, zeros.to(torch.bool)
+    sa = _slices(a_clean, ea, top_first=True)
+    sb = _slices(b_clean, eb, top_first=False)
+    engine = _pick_engine(engine, a)
+    if engine == "int8" and a.dim() == 2 and b.dim() == 2:
+        diags = _diagonals_int8(sa, sb, k)
+    elif engine == "int8" and a.dim() == 3 and b.dim() == 3 and a.shape[0] == b.shape[0]:
+        diags = _diagonals_int8_batched(sa, sb, k)
+    else:
+        diags = _diagonals_float(sa.to(torch.float32), sb.to(torch.float32), k)
+    # value = T * 2^24 * 2^(ea-29) * 2^(eb-29)
+    return _combine(diags, pow2_f64(ea - 34), pow2_f64(eb.mT)), a_bad | b_bad.mT
+
+
+def finish(total: torch.Tensor, bad: torch.Tensor) -> torch.Tensor:
+    """Round a :func:`matmul64` result once to float32, and put nan where inputs were not finite."""
+    out = total.to(torch.float32)
+    if bool(bad.any()):
+        out = torch.where(bad, torch.full((), float("nan"), device=out.device), out)
+    return out
+
+
+Epilogue = Callable[[torch.Tensor, slice, slice], torch.Tensor]
+
+
+def matmul_2d(a: torch.Tensor, b: torch.Tensor, epilogue: Epilogue | None = None) -> torch.Tensor:
+    """Float32 ``a @ b`` for 2-D operands with the int8 engine, tile by tile.
+
+    Row blocks of ``a`` are sliced, and output tiles combined, while they fit in
+    cache; ``epilogue(tile64, rows, cols)`` may change each float64 tile (add a
+    bias) before its one rounding to float32. Same bits as :func:`matmul64`.
+    """
+    _check(a, b)
+    m, k = a.shape
+    n = b.shape[1]
+    if k == 0 or m == 0 or n == 0:
+        out64 = torch.zeros((m, n), dtype=torch.float64, device=a.device)
+        return (epilogue(out64, slice(0, m), slice(0, n)) if epilogue else out64).to(torch.float32)
+    eb, b_clean, b_bad = _row_exponents(b.t())
+    b8 = _slices(b_clean, eb, top_first=False)
+    col_scale = pow2_f64(eb.t())
+    # row blocks of at least 128 rows keep the int8 GEMMs efficient; a GPU wants no tiles
+    tile = _TILE_ELEMS if a.device.type == "cpu" else 1 << 62
+    bm = min(m, max(128, tile // k))
+    bn = min(n, max(256, tile // bm))
+    out = torch.empty((m, n), dtype=torch.float32, device=a.device)
+    a_bad_all = []
+    for r0 in range(0, m, bm):
+        rows = slice(r0, min(m, r0 + bm))
+        ea, a_clean, a_bad = _row_exponents(a[rows])
+        a_bad_all.append(a_bad)
+        a8 = _slices(a_clean, ea, top_first=True)
+        row_scale = pow2_f64(ea - 34)
+        for c0 in range(0, n, bn):
+            cols = slice(c0, min(n, c0 + bn))
+            tile = _combine(_diagonals_int8(a8, b8[cols], k), row_scale, col_scale[:, cols])
+            out[rows, cols] = epilogue(tile, rows, cols) if epilogue else tile
+    a_bad = torch.cat(a_bad_all)
+    if bool(a_bad.any()) or bool(b_bad.any()):
+        out = torch.where(a_bad | b_bad.t(), torch.full((), float("nan"), device=out.device), out)
+    return out
+
+
+def strict_matmul(a: torch.Tensor, b: torch.Tensor, engine: str = "auto") -> torch.Tensor:
+    """``a @ b`` for float32 ``(..., M, K)`` and ``(..., K, N)``, bitwise identical everywhere.
+
+    Batch dimensions broadcast as in :func:`torch.matmul`. ``engine`` picks the
+    exact integer engine ("auto": int8 on CPU and CUDA for 2-D and same-batch 3-D
+    operands, else float); all engines return the same bits.
+    """
+    if _pick_engine(engine, a) == "int8" and a.dim() == 2 and b.dim() == 2:
+        return matmul_2d(a, b)
+    return finish(*matmul64(a, b, engine))

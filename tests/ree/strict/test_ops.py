@@ -1,0 +1,409 @@
+"""Per-op accuracy of strict mode against float64 references, special values included."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ree.strict import enter_strict
+
+F32 = torch.float32
+TINY = 2.0**-149  # the smallest float32 subnormal
+SPECIAL = [
+    0.0,
+    -0.0,
+    math.inf,
+    -math.inf,
+    math.nan,
+    TINY,
+    -TINY,
+    1e-40,
+    -1e-40,
+    1e-30,
+    3.4e38,
+    -3.4e38,
+]
+
+
+def _inputs(lo: float, hi: float) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    grid = torch.linspace(lo, hi, 4001, dtype=torch.float64)
+    rnd = torch.rand(4000, generator=g, dtype=torch.float64) * (hi - lo) + lo
+    small = torch.logspace(-30, 0, 300, dtype=torch.float64)
+    return torch.cat([grid, rnd, small, -small, torch.tensor(SPECIAL, dtype=torch.float64)]).to(F32)
+
+
+def ulps(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Distance in float32 ulps (0 where both are the same nan/inf)."""
+
+    def ordered(x: torch.Tensor) -> torch.Tensor:
+        i = x.contiguous().view(torch.int32).to(torch.int64)
+        return torch.where(i < 0, -(i & 0x7FFFFFFF), i)
+
+    d = (ordered(a) - ordered(b)).abs()
+    both_nan = torch.isnan(a) & torch.isnan(b)
+    return torch.where(both_nan, torch.zeros_like(d), d)
+
+
+def _phi(x: torch.Tensor) -> torch.Tensor:
+    # not torch.special.ndtr: in float64 it is 0.5 * (1 + erf) and loses the lower tail
+    return 0.5 * torch.special.erfc(-x / math.sqrt(2))
+
+
+# op under strict mode, float64 reference, input range, allowed ulps
+UNARY: dict[
+    str,
+    tuple[
+        Callable[[torch.Tensor], torch.Tensor],
+        Callable[[torch.Tensor], torch.Tensor],
+        float,
+        float,
+        int,
+    ],
+] = {
+    "exp": (torch.exp, torch.exp, -110.0, 90.0, 1),
+    "expm1": (torch.expm1, torch.expm1, -30.0, 90.0, 1),
+    "log": (torch.log, torch.log, 0.0, 1e4, 1),
+    "log1p": (torch.log1p, torch.log1p, -0.99, 1e4, 1),
+    "tanh": (torch.tanh, torch.tanh, -20.0, 20.0, 1),
+    "sigmoid": (torch.sigmoid, torch.sigmoid, -110.0, 110.0, 1),
+    "erf": (torch.erf, torch.erf, -6.0, 6.0, 1),
+    "gelu": (F.gelu, lambda x: x * _phi(x), -12.0, 12.0, 1),
+    "gelu_tanh": (
+        lambda x: F.gelu(x, approximate="tanh"),
+        # x * sigmoid(2u) = x * (1 + tanh u) / 2, without the cancellation at very negative x
+        lambda x: x * torch.sigmoid(2 * math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)),
+        -12.0,
+        12.0,
+        2,
+    ),
+    "silu": (F.silu, lambda x: x * torch.sigmoid(x), -90.0, 90.0, 1),
+    "rsqrt": (torch.rsqrt, torch.rsqrt, 0.0, 1e6, 1),
+    "pow3": (lambda x: x**3, lambda x: x**3, -40.0, 40.0, 1),
+    "pow1.5": (lambda x: x**1.5, lambda x: x**1.5, 0.0, 1e3, 1),
+    "reciprocal": (torch.reciprocal, torch.reciprocal, -10.0, 10.0, 0),
+    "sin": (torch.sin, torch.sin, -1e5, 1e5, 1),
+    "cos": (torch.cos, torch.cos, -1e5, 1e5, 1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNARY))
+def test_unary_within_ulps_of_float64(name: str) -> None:
+    op, ref, lo, hi, tol = UNARY[name]
+    x = _inputs(lo, hi)
+    if name in ("sin", "cos"):
+        x = x[~(x.abs() > 1e6)]  # larger arguments are refused: see the next test
+    with enter_strict():
+        got = op(x)
+    want = ref(x.double()).to(F32)
+    err = ulps(got, want)
+    # special values must agree exactly in class (nan, inf and its sign, zero)
+    assert torch.equal(torch.isnan(got), torch.isnan(want)), name
+    finite = torch.isfinite(want)
+    assert torch.equal(got[~finite & ~torch.isnan(want)], want[~finite & ~torch.isnan(want)])
+    worst = int(err[finite].max())
+    assert worst <= tol, (name, worst, x[finite][err[finite].argmax()].item())
+
+
+def test_sin_cos_refuse_arguments_beyond_exact_reduction() -> None:
+    from ree._errors import NondeterminismError
+
+    with enter_strict(), pytest.raises(NondeterminismError, match="sin/cos"):
+        torch.sin(torch.tensor([1.0, 3e38]))
+
+
+def test_activation_gradients_match_float64() -> None:
+    x = _inputs(-8, 8)[: -len(SPECIAL)].requires_grad_()
+    for fn in (lambda t: F.gelu(t, approximate="tanh"), F.gelu, F.silu):
+        with enter_strict():
+            (g,) = torch.autograd.grad(fn(x).sum(), x)
+        xd = x.detach().double().requires_grad_()
+        (gd,) = torch.autograd.grad(fn(xd).sum(), xd)
+        # absolute slack: torch's float64 formulas themselves cancel in the far tails
+        assert ((g.double() - gd).abs() <= 3e-7 * gd.abs() + 1e-12).all()
+
+
+@pytest.mark.parametrize(
+    ("fn", "deriv"),
+    [(torch.tanh, lambda y: 1 - y * y), (torch.sigmoid, lambda y: y * (1 - y))],
+)
+def test_backward_from_saved_output_is_rounded_once(
+    fn: Callable[[torch.Tensor], torch.Tensor], deriv: Callable[[torch.Tensor], torch.Tensor]
+) -> None:
+    """tanh and sigmoid backward use the saved float32 output, as torch's do; then one rounding."""
+    x = _inputs(-8, 8)[: -len(SPECIAL)].requires_grad_()
+    with enter_strict():
+        y = fn(x)
+        (g,) = torch.autograd.grad(y.sum(), x)
+    assert torch.equal(g, deriv(y.detach().double()).to(F32))
+
+
+def test_matmul_engines_give_the_same_bits_and_beat_default_accuracy() -> None:
+    from ree.strict import strict_matmul
+
+    g = torch.Generator().manual_seed(0)
+    for m, k, n in ((1, 1, 1), (3, 5, 7), (33, 300, 17), (8, 5000, 3)):
+        a = torch.randn(m, k, generator=g) * torch.rand(m, 1, generator=g) * 100
+        b = torch.randn(k, n, generator=g)
+        i8 = strict_matmul(a, b, "int8")
+        fl = strict_matmul(a, b, "float")
+        assert torch.equal(i8, fl)
+        ref = a.double() @ b.double()
+        scale = ref.abs().max().item()
+        assert (i8.double() - ref).abs().max().item() <= 2.5e-7 * scale * max(1, math.log2(k))
+
+
+def test_matmul_of_views_batches_and_nonfinite() -> None:
+    from ree.strict import strict_matmul
+
+    g = torch.Generator().manual_seed(2)
+    a = torch.randn(2, 3, 6, 5, generator=g)
+    b = torch.randn(2, 3, 4, 5, generator=g).transpose(-1, -2)  # non-contiguous
+    c = strict_matmul(a, b)
+    assert torch.equal(c[1, 2], strict_matmul(a[1, 2].contiguous(), b[1, 2].contiguous()))
+    a2 = a[0, 0].clone()
+    a2[1, 2] = math.inf
+    c2 = strict_matmul(a2, b[0, 0])
+    assert torch.isnan(c2[1]).all()
+    assert torch.isfinite(c2[0]).all()
+
+
+def test_matmul_handles_subnormal_and_huge_rows() -> None:
+    from ree.strict import strict_matmul
+
+    a = torch.tensor([[1e-40, -3e-41], [3e38, 1e38]], dtype=F32)
+    b = torch.tensor([[1e30, 0.0], [1.0, 1.0]], dtype=F32)
+    got = strict_matmul(a, b)
+    want = (a.double() @ b.double()).to(F32)
+    assert torch.equal(got, want)
+
+
+def test_sum_mean_var_match_float64_rounded_once() -> None:
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(37, 129, generator=g) * torch.logspace(-5, 5, 129).to(F32)
+    with enter_strict():
+        s = x.sum(0)
+        m = x.mean(1, keepdim=True)
+        v = x.var(0)
+        total = x.sum()
+    xd = x.double()
+    assert int(ulps(s, xd.sum(0).to(F32)).max()) <= 1
+    assert int(ulps(m, xd.mean(1, keepdim=True).to(F32)).max()) <= 1
+    assert int(ulps(v, xd.var(0).to(F32)).max()) <= 1
+    assert int(ulps(total, xd.sum().to(F32)).max()) <= 1
+
+
+def test_softmax_losses_and_layer_norm_match_float64() -> None:
+    g = torch.Generator().manual_seed(4)
+    x = (torch.randn(6, 10, generator=g) * 5).requires_grad_()
+    t = torch.tensor([0, 3, 9, 1, -100, 2])
+    w = torch.randn(10, generator=g).requires_grad_()
+    b = torch.randn(10, generator=g).requires_grad_()
+
+    def losses(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (
+            F.cross_entropy(x, t)
+            + F.mse_loss(x.softmax(-1), x.sigmoid())
+            + F.layer_norm(x, (10,), w, b).pow(2).mean()
+            + F.nll_loss(x.log_softmax(-1), t, reduction="sum") * 0.1
+        )
+
+    with enter_strict():
+        y = losses(x, w, b)
+        grads = torch.autograd.grad(y, (x, w, b))
+    xd, wd, bd = (v.detach().double().requires_grad_() for v in (x, w, b))
+    yd = losses(xd, wd, bd)
+    gds = torch.autograd.grad(yd, (xd, wd, bd))
+    assert abs(y.item() - yd.item()) <= 4e-7 * abs(yd.item())
+    for ga, gb in zip(grads, gds, strict=True):
+        assert (ga.double() - gb).abs().max().item() <= 1e-6 * gb.abs().max().item()
+
+
+def test_softmax_special_rows() -> None:
+    x = torch.tensor([[-math.inf, -math.inf], [0.0, -math.inf], [math.nan, 1.0]])
+    with enter_strict():
+        y = torch.softmax(x, -1)
+    assert torch.isnan(y[0]).all()
+    assert torch.equal(y[1], torch.tensor([1.0, 0.0]))
+    assert torch.isnan(y[2]).all()
+
+
+def test_embedding_backward_is_exact_for_representable_sums() -> None:
+    weight = torch.zeros(5, 3, requires_grad=True)
+    idx = torch.tensor([1, 1, 4, 1, 0])
+    grad = torch.tensor([[1.0, 2.0**-20, 3.0]] * 5) * torch.arange(1, 6).to(F32).unsqueeze(1)
+    with enter_strict():
+        (gw,) = torch.autograd.grad(F.embedding(idx, weight), weight, grad)
+    want = torch.zeros(5, 3, dtype=torch.float64).index_add_(0, idx, grad.double()).to(F32)
+    assert torch.equal(gw, want)
+
+
+def test_conv2d_forward_and_backward_match_float64() -> None:
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 3, 7, 6, generator=g).requires_grad_()
+    w = torch.randn(4, 3, 3, 2, generator=g).requires_grad_()
+    b = torch.randn(4, generator=g).requires_grad_()
+    gy = torch.randn(2, 4, 4, 6, generator=g)
+    with enter_strict():
+        y = F.conv2d(x, w, b, stride=(2, 1), padding=(1, 1), dilation=(1, 2))
+        grads = torch.autograd.grad(y, (x, w, b), gy)
+    xd, wd, bd = (v.detach().double().requires_grad_() for v in (x, w, b))
+    yd = F.conv2d(xd, wd, bd, stride=(2, 1), padding=(1, 1), dilation=(1, 2))
+    gds = torch.autograd.grad(yd, (xd, wd, bd), gy.double())
+    assert (y.double() - yd).abs().max().item() <= 1e-6 * yd.abs().max().item()
+    for ga, gb in zip(grads, gds, strict=True):
+        assert (ga.double() - gb).abs().max().item() <= 1e-6 * gb.abs().max().item()
+
+
+def test_addcmul_addcdiv_lerp_round_each_step() -> None:
+    g = torch.Generator().manual_seed(6)
+    x, t1, t2 = (torch.randn(1000, generator=g) for _ in range(3))
+    with enter_strict():
+        a = torch.addcmul(x, t1, t2, value=0.3)
+        c = torch.addcdiv(x, t1, t2, value=-0.7)
+        e = torch.lerp(x, t1, 0.9)
+    assert torch.equal(a, x + (t1 * t2) * 0.3)
+    assert torch.equal(c, x + (t1 / t2) * -0.7)
+    assert torch.equal(e, t1 - (t1 - x) * (1 - torch.tensor(0.9)))
+
+
+def test_scaled_dot_product_attention_takes_the_math_path_and_matches_float64() -> None:
+    g = torch.Generator().manual_seed(7)
+    q, k, v = (torch.randn(2, 3, 5, 8, generator=g).requires_grad_() for _ in range(3))
+    gy = torch.randn(2, 3, 5, 8, generator=g)
+    with enter_strict():
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        grads = torch.autograd.grad(y, (q, k, v), gy)
+    qd, kd, vd = (t.detach().double().requires_grad_() for t in (q, k, v))
+    yd = F.scaled_dot_product_attention(qd, kd, vd, is_causal=True)
+    gds = torch.autograd.grad(yd, (qd, kd, vd), gy.double())
+    assert (y.double() - yd).abs().max().item() <= 1e-6 * yd.abs().max().item()
+    for ga, gb in zip(grads, gds, strict=True):
+        assert (ga.double() - gb).abs().max().item() <= 1e-6 * gb.abs().max().item()
+
+
+def test_foreach_ops_equal_their_per_tensor_strict_ops() -> None:
+    g = torch.Generator().manual_seed(8)
+    xs = [torch.randn(n, generator=g) for n in (3, 70000)]
+    t1 = [torch.randn(x.shape, generator=g) for x in xs]
+    t2 = [torch.rand(x.shape, generator=g) + 0.5 for x in xs]
+    scalars = torch.tensor([0.25, -3.0])
+    with enter_strict():
+        a = torch._foreach_addcdiv([x.clone() for x in xs], t1, t2, scalars)
+        b = torch._foreach_addcmul([x.clone() for x in xs], t1, t2, [0.5, 2.0])
+        c = torch._foreach_lerp(xs, t1, 0.1)
+        d = torch._foreach_exp(t1)
+        want_a = [
+            torch.addcdiv(x, u, v, value=s)
+            for x, u, v, s in zip(xs, t1, t2, (0.25, -3.0), strict=True)
+        ]
+        want_b = [
+            torch.addcmul(x, u, v, value=s)
+            for x, u, v, s in zip(xs, t1, t2, (0.5, 2.0), strict=True)
+        ]
+        want_c = [torch.lerp(x, u, 0.1) for x, u in zip(xs, t1, strict=True)]
+        want_d = [torch.exp(u) for u in t1]
+    for got, want in ((a, want_a), (b, want_b), (c, want_c), (d, want_d)):
+        assert all(torch.equal(p, q) for p, q in zip(got, want, strict=True))
+
+
+def _big_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(9)
+    a = torch.randn(300, 520, generator=g)
+    b = torch.randn(520, 270, generator=g)
+    x = torch.randn(1 << 20, generator=g) * torch.logspace(-3, 3, 1 << 20)
+    return a, b, x
+
+
+def _big_ops(a: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
+    return [
+        a @ b,
+        x.sum(),
+        torch.softmax(a * 3, dim=-1),
+        F.layer_norm(a, (520,)),
+        torch.tanh(x),
+        F.gelu(a),
+    ]
+
+
+def test_large_ops_give_the_same_bits_with_one_and_two_threads() -> None:
+    """Large enough to be split across threads by default kernels (the control shows it)."""
+    inputs = _big_inputs()
+    before = torch.get_num_threads()
+    try:
+        results = {}
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            with enter_strict():
+                results[threads] = _big_ops(*inputs)
+            results[-threads] = [inputs[2].sum()]  # default sum, the negative control
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(p, q) for p, q in zip(results[1], results[2], strict=True))
+    assert not torch.equal(results[-1][0], results[-2][0])
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_weighted_nll_with_ignored_targets_matches_float64(reduction: str) -> None:
+    g = torch.Generator().manual_seed(10)
+    x = torch.randn(7, 5, generator=g).log_softmax(-1).requires_grad_()
+    w = torch.rand(5, generator=g) + 0.5
+    t = torch.tensor([0, 4, -100, 2, 2, -100, 1])
+    with enter_strict():
+        y = F.nll_loss(x, t, weight=w, reduction=reduction)
+        (gx,) = torch.autograd.grad(y.sum(), x)
+    xd = x.detach().double().requires_grad_()
+    yd = F.nll_loss(xd, t, weight=w.double(), reduction=reduction)
+    (gd,) = torch.autograd.grad(yd.sum(), xd)
+    assert int(ulps(y, yd.to(F32)).max()) <= 1
+    assert int(ulps(gx, gd.to(F32)).max()) <= 1
+
+
+@pytest.mark.parametrize(("kernel", "stride"), [(2, 2), (3, 1)])
+def test_max_pool_backward_adds_overlapping_gradients_exactly(kernel: int, stride: int) -> None:
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(2, 3, 7, 6, generator=g).requires_grad_()
+    with enter_strict():
+        y = F.max_pool2d(x, kernel, stride)
+        gy = torch.ones_like(y) * 0.125  # sums of these are exact, whatever the order
+        (gx,) = torch.autograd.grad(y, x, gy)
+    (want,) = torch.autograd.grad(F.max_pool2d(x, kernel, stride), x, torch.ones_like(y) * 0.125)
+    assert torch.equal(gx, want)
+
+
+def test_float_fallback_of_the_int8_gemm_gives_the_same_integers() -> None:
+    from ree.strict._matmul import _float_mm_exact, _int_mm_exact
+
+    g = torch.Generator().manual_seed(12)
+    a = torch.randint(-128, 128, (40, 3000), dtype=torch.int8, generator=g)
+    b = torch.randint(-128, 128, (30, 3000), dtype=torch.int8, generator=g)
+    assert torch.equal(_float_mm_exact(a, b), _int_mm_exact(a, b).to(torch.int64))
+
+
+def test_scatter_add_and_index_add_are_exact_whatever_the_order() -> None:
+    g = torch.Generator().manual_seed(13)
+    x = torch.randn(4, 6, generator=g)
+    # mixed magnitudes that float32 sums in different orders would round differently
+    src = torch.randn(4, 30, generator=g) * torch.logspace(-6, 6, 30).to(F32)
+    index = torch.randint(0, 6, (4, 30), generator=g)
+    with enter_strict():
+        got = x.scatter_add(1, index, src)
+        got_ia = x.index_add(1, index[0], src, alpha=0.5)
+    want = x.double().scatter_add(1, index, src.double()).to(F32)
+    want_ia = x.double().index_add(1, index[0], src.double(), alpha=0.5).to(F32)
+    assert int(ulps(got, want).max()) <= 1
+    assert int(ulps(got_ia, want_ia).max()) <= 1
+
+
+def test_logsumexp_matches_float64() -> None:
+    g = torch.Generator().manual_seed(14)
+    x = torch.randn(5, 7, 9, generator=g) * 30
+    with enter_strict():
+        got = [torch.logsumexp(x, 1), torch.logsumexp(x, (0, 2), keepdim=True)]
+    want = [torch.logsumexp(x.double(), 1), torch.logsumexp(x.double(), (0, 2), keepdim=True)]
+    for a, b in zip(got, want, strict=True):
+        assert int(ulps(a, b.to(F32)).max()) <= 1
