@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from coordinator.chain import Anvil, start_anvil
 from tests.coordinator.storage_helpers import FakeServer, JsIpfs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -153,3 +154,15 @@ def closed_port_url() -> str:
     port = sock.getsockname()[1]
     sock.close()
     return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def anvil() -> Iterator[Anvil]:
+    """One anvil for the whole session, shared by the chain and account tests (NOTES.md: share
+    one anvil per session); no block time, tests move time themselves. Killed at the end."""
+    node = start_anvil(block_time=None)
+    try:
+        yield node
+    finally:
+        node.stop()
+        assert node.process.poll() is not None

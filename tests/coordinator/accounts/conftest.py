@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.chain import Anvil, ChainClient, deploy_to_rpc, start_anvil
+from coordinator.chain import Anvil, ChainClient, deploy_to_rpc
 from coordinator.chain._client import ANVIL_DEV_KEY
 from tests.coordinator.accounts.account_helpers import Gensyn, keys_in
 
@@ -26,17 +26,6 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     ks = tmp_path / "keystore"
     monkeypatch.setenv("GENSYN_KEYSTORE", str(ks))
     return ks
-
-
-@pytest.fixture(scope="session")
-def anvil() -> Iterator[Anvil]:
-    """One anvil for the session (no block time: tests move time themselves); killed at the end."""
-    node = start_anvil(block_time=None)
-    try:
-        yield node
-    finally:
-        node.stop()
-        assert node.process.poll() is not None
 
 
 @pytest.fixture(scope="session")

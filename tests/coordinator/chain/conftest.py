@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from coordinator.chain import Anvil, ChainClient, start_anvil
+from coordinator.chain import ChainClient
 from tests.coordinator.chain.chain_helpers import World, make_world
 
 
@@ -24,14 +24,3 @@ def world(base_world: World) -> Iterator[World]:
         yield base_world
     finally:
         base_world.client.revert(snap)
-
-
-@pytest.fixture(scope="session")
-def anvil() -> Iterator[Anvil]:
-    """One anvil for the session (no block time: tests move time themselves); killed at the end."""
-    node = start_anvil(block_time=None)
-    try:
-        yield node
-    finally:
-        node.stop()
-        assert node.process.poll() is not None
