@@ -10,5 +10,7 @@ from __future__ import annotations
 
 __all__ = ["BUILTIN_PLUGINS"]
 
-BUILTIN_PLUGINS: tuple[str, ...] = ("plugins.builtin", "plugins.torch_executor")
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "plugins.builtin", "plugins.torch_executor", "plugins.lightning_executor",
+)
 """Modules the face registers always, whatever autoload and the block list say."""

@@ -43,7 +43,8 @@ class _Job:
     scheduler: Any = None
 
 
-def _load_entry(req: RunRequest) -> Any:
+def _load_module(req: RunRequest) -> Any:
+    """The entry function of ``req``'s task: from the bundle's code, or an installed module."""
     spec = req.spec
     mod_name, _, fn_name = spec.entry.partition(":")
     file = f"{mod_name}.py"
@@ -61,6 +62,12 @@ def _load_entry(req: RunRequest) -> Any:
     fn = getattr(mod, fn_name, None)
     if not callable(fn):
         raise TaskRunError(f"entry {spec.entry!r}: {mod_name} has no function {fn_name!r}")
+    return fn
+
+
+def _load_entry(req: RunRequest) -> Any:
+    spec = req.spec
+    fn = _load_module(req)
     kwargs = dict(spec.init_args)
     if "bundle_dir" in inspect.signature(fn).parameters:
         kwargs["bundle_dir"] = req.bundle_dir

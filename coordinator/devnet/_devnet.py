@@ -92,13 +92,14 @@ class Devnet:
         self.anvil.stop()
 
 
-def _spawn(role: str, acct: LocalAccount, dn: Devnet, poll: float) -> NodeProcess:
+def _spawn(role: str, acct: LocalAccount, dn: Devnet, poll: float,
+           frameworks: tuple[str, ...] = ("torch",)) -> NodeProcess:  # fmt: skip
     workdir = dn.root / "nodes" / f"{role}-{acct.address[2:10].lower()}"
     workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, KEY_ENV: acct.key.hex()}
     cmd = [sys.executable, "-m", "coordinator.nodes", role, "--rpc", dn.rpc_url,
            "--deployment", str(dn.deployment_path), "--store", str(dn.store_path),
-           "--workdir", str(workdir), "--poll", str(poll)]  # fmt: skip
+           "--workdir", str(workdir), "--poll", str(poll), "--frameworks", ",".join(frameworks)]  # fmt: skip
     log = (workdir / "stderr.log").open("ab")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, start_new_session=True)  # noqa: S603
     log.close()
@@ -108,8 +109,13 @@ def _spawn(role: str, acct: LocalAccount, dn: Devnet, poll: float) -> NodeProces
 @contextlib.contextmanager
 def devnet(root: Path, *, solvers: int = 1, verifiers: int = 1, referees: int = 1, port: int | None = None,
            stake: int = 1_000 * E18, fund: int = 100_000 * E18, poll: float = 0.5,
-           min_challenge_window: int = 5, move_timeout: int = 60) -> Iterator[Devnet]:  # fmt: skip
-    """Start the devnet under ``root``; stop everything it started on exit."""
+           min_challenge_window: int = 5, move_timeout: int = 60,
+           frameworks: tuple[str, ...] = ("torch",)) -> Iterator[Devnet]:  # fmt: skip
+    """Start the devnet under ``root``; stop everything it started on exit.
+
+    ``frameworks``: the ``TaskSpec.framework`` values the nodes accept (their
+    executor plugins must run them).
+    """
     from coordinator.storage import LocalStore
 
     root = Path(root).absolute()
@@ -133,7 +139,7 @@ def devnet(root: Path, *, solvers: int = 1, verifiers: int = 1, referees: int = 
                 acct = client.new_account()
                 p.mint(gov, acct.address, fund)
                 p.stake(acct, stake)
-                dn.nodes.append(_spawn(role, acct, dn, poll))
+                dn.nodes.append(_spawn(role, acct, dn, poll, frameworks))
         yield dn
     finally:
         if dn is not None:

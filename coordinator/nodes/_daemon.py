@@ -28,8 +28,8 @@ KEY_ENV = "GENSYN_NODE_KEY"
 
 
 def build_node(role: str, rpc_url: str, deployment: Path, key: str, store: Path, workdir: Path,
-               executor: Any = None) -> Node:  # fmt: skip
-    """Connect to the chain and the store, and make the node of ``role``."""
+               executor: Any = None, frameworks: tuple[str, ...] = ("torch",)) -> Node:  # fmt: skip
+    """Connect to the chain and the store, and make the node of ``role`` (running ``frameworks``)."""
     from eth_account import Account
 
     from coordinator.chain import ChainClient, Deployment, Protocol
@@ -39,7 +39,8 @@ def build_node(role: str, rpc_url: str, deployment: Path, key: str, store: Path,
     client = ChainClient.connect(rpc_url)
     p = Protocol(client, Deployment.read(deployment))
     return ROLES[role](
-        p, Account.from_key(key), LocalStore(store), executor or SubprocessExecutor(), workdir
+        p, Account.from_key(key), LocalStore(store), executor or SubprocessExecutor(), workdir,
+        frameworks=frameworks,
     )
 
 
@@ -68,11 +69,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--store", type=Path, required=True)
     ap.add_argument("--workdir", type=Path, required=True)
     ap.add_argument("--poll", type=float, default=1.0)
+    ap.add_argument("--frameworks", default="torch",
+                    help="comma-separated TaskSpec.framework values to accept (default torch)")  # fmt: skip
     a = ap.parse_args(argv)
     key = os.environ.get(KEY_ENV)
     if not key:
         print(f"error: set {KEY_ENV} to the node's private key", file=sys.stderr)
         return 2
-    node = build_node(a.role, a.rpc, a.deployment, key, a.store, a.workdir)
+    frameworks = tuple(f for f in a.frameworks.split(",") if f)
+    node = build_node(a.role, a.rpc, a.deployment, key, a.store, a.workdir, frameworks=frameworks)
     run_forever(node, poll=a.poll)
     return 0

@@ -7,7 +7,9 @@ Two roles:
   already has one) and saves checkpoints through ``SafetensorsCheckpointIO``.
   Solvers run tasks this way, and so can users who want to prove their own run.
 * ``role="client"`` (the default) sends ``fit`` to the network through a
-  launcher, the seam ``ddp_spawn`` uses (NOTES.md): it needs the network layer.
+  launcher, the seam ``ddp_spawn`` uses (NOTES.md); see
+  :mod:`gensyn_integrations._lightning.client`. ``strategy.receipt`` holds the
+  outcome. With no network configured it starts the embedded devnet for the call.
 
 Both are thin subclasses of ``SingleDeviceStrategy``: the network, not
 torch.distributed, does the communication.
@@ -40,23 +42,31 @@ class GensynStrategyMixin:
         threads: int | None = 1,
         checkpoint_dir: str | os.PathLike[str] | None = None,
         device: str = "cpu",
+        policy: str = "replicate:1",
+        budget: int = 10**18,
+        bond: int = 10**17,
+        challenge_window: int = 5,
+        timeout: float = 600.0,
         **kwargs: Any,
     ) -> None:
-        """Choose the role; the REE settings apply to the executor role's trace."""
+        """Choose the role; the REE settings apply to the trace, the rest to the client's task.
+
+        ``policy``, ``budget`` and ``bond`` (token base units), ``challenge_window``
+        (seconds of chain time) and ``timeout`` (seconds to wait) apply to the
+        task the client role posts.
+        """
         if role not in ROLES:
             raise ConfigError(
                 f"GensynStrategy(role={role!r}) is not a role; use one of {ROLES}",
                 key="role", source="GensynStrategy(...)", suggestion="executor",
             )
-        if role == "client":
-            raise ConfigError(
-                "GensynStrategy(role='client') sends fit() to the network, which this build "
-                "cannot reach yet; train locally under the REE with role='executor'",
-                key="role", source="GensynStrategy(...)", suggestion="executor",
-            )
         kwargs.setdefault("checkpoint_io", self._checkpoint_io_cls())
         super().__init__(device=device, **kwargs)  # type: ignore[call-arg]
         self.role = role
+        self.commit_interval, self.mode, self.seed = commit_interval, mode, seed
+        self.policy, self.budget, self.bond = policy, budget, bond
+        self.challenge_window, self.timeout = challenge_window, timeout
+        self.receipt: Any = None
         self._trace_callback = self._callback_cls(
             commit_interval=commit_interval, mode=mode, seed=seed, threads=threads,
             checkpoint_dir=checkpoint_dir,
@@ -72,9 +82,18 @@ class GensynStrategyMixin:
         """The run's :class:`ree.Trace`: ``.roots``, ``.root``, ``.n``."""
         return self._trace_callback.trace
 
+    def _configure_launcher(self) -> None:
+        """The client role's launcher sends ``fit`` to the network (NOTES.md: the launcher seam)."""
+        if self.role == "client":
+            from gensyn_integrations._lightning.client import ClientLauncher
+
+            self._launcher = ClientLauncher(self)
+
     def setup_environment(self) -> None:
         """Attach the trace callback before Lightning calls the callbacks' ``setup``."""
         super().setup_environment()  # type: ignore[misc]
+        if self.role == "client":
+            return  # validate/test/predict run here on the returned weights, untraced
         trainer = self.lightning_module.trainer  # type: ignore[attr-defined]
         mine = [cb for cb in trainer.callbacks if isinstance(cb, self._callback_cls)]
         if mine:

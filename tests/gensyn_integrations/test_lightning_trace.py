@@ -136,11 +136,16 @@ def test_strategy_registered_by_name(baseline: list[str], flavour: str) -> None:
     assert cb.trace.roots == baseline
 
 
-def test_strategy_client_role_says_what_is_missing() -> None:
+def test_strategy_client_role_is_the_default_and_launches_remotely() -> None:
+    from gensyn_integrations._lightning.client import ClientLauncher
     from gensyn_integrations.errors import ConfigError
     from gensyn_integrations.lightning import GensynStrategy
 
-    with pytest.raises(ConfigError, match="role='executor'"):
-        GensynStrategy()
+    strategy = GensynStrategy()
+    assert strategy.role == "client"
+    assert strategy.receipt is None
+    strategy._configure_launcher()
+    assert isinstance(strategy.launcher, ClientLauncher)
+    assert strategy.launcher.is_interactive_compatible
     with pytest.raises(ConfigError, match="not a role"):
         GensynStrategy(role="solver")

@@ -1,0 +1,286 @@
+"""The Lightning executor: a LightningModule and its data, trained by a Trainer under the REE.
+
+It implements ``gensyn_execute_task`` and ``gensyn_verify_interval`` for
+``framework="lightning"``. The task's entry point (``module:function`` in the
+bundle's code, or an installed module) returns a mapping or object with
+``module`` (a ``lightning.pytorch.LightningModule``) and either ``datamodule``
+or ``train_dataloader``. The run is ``Trainer(strategy=GensynStrategy(role=
+"executor"), max_steps=end_step)``: the trace is the one
+:class:`GensynTraceCallback` records, and the checkpoints are REE checkpoints
+written through the safetensors CheckpointIO, so a run resumes from any of
+them (the solver's segments, a verifier's interval) with ``ckpt_path``.
+
+The RunResult contract is the torch executor's: a trace covering
+``start_step..steps_done`` with a root every ``root_every`` steps and one at the
+end, a checkpoint at ``start_step``, every ``checkpoint_every`` steps and at the
+end, and a failure commit (:func:`coordinator.tasks.failure_digest`) when the
+user's code raises.
+
+Layering note: the Trainer pieces live in ``gensyn_integrations._lightning``
+and are imported when a task runs, never when the plugin is registered.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from coordinator.tasks import RunRequest, RunResult, TaskRunError, failure_digest
+from gensyn_integrations.hookspecs import hookimpl
+from ree._trace import Trace
+
+__all__ = ["FRAMEWORK", "build_shipped", "gensyn_execute_task", "gensyn_verify_interval", "run_lightning"]
+
+FRAMEWORK = "lightning"
+_PRECISIONS = {"fp32": "32-true", "fp64": "64-true"}
+
+
+class _StopAtStart(Exception):  # noqa: N818 - control flow, never shown to a user
+    """Raised after the initial checkpoint of an ``end_step == start_step`` run is written."""
+
+
+def _load_job(req: RunRequest) -> tuple[Any, dict[str, Any]]:
+    from plugins.torch_executor import _load_module
+
+    spec = req.spec
+    fn = _load_module(req)
+    import inspect
+
+    kwargs = dict(spec.init_args)
+    if "bundle_dir" in inspect.signature(fn).parameters:
+        kwargs["bundle_dir"] = req.bundle_dir
+    job = fn(**kwargs)
+    get = job.get if isinstance(job, Mapping) else lambda k, d=None: getattr(job, k, d)
+    module = get("module")
+    if module is None:
+        raise TaskRunError(f"entry {spec.entry!r} returned a job without 'module'")
+    dm, dl = get("datamodule"), get("train_dataloader")
+    if (dm is None) == (dl is None):
+        raise TaskRunError(
+            f"entry {spec.entry!r} must return exactly one of 'datamodule' and 'train_dataloader'"
+        )
+    return module, {"datamodule": dm} if dm is not None else {"train_dataloaders": dl}
+
+
+def _load_file(path: Path) -> Any:
+    """Import a shipped source file once per process, under a name of its own."""
+    import hashlib
+    import importlib.util
+    import sys
+
+    unique = f"_gensyn_code_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}_{path.stem}"
+    if unique in sys.modules:
+        return sys.modules[unique]
+    s = importlib.util.spec_from_file_location(unique, path)
+    if s is None or s.loader is None:
+        raise TaskRunError(f"cannot load the shipped code {str(path)!r}")
+    mod = importlib.util.module_from_spec(s)
+    sys.modules[unique] = mod
+    s.loader.exec_module(mod)
+    return mod
+
+
+def _shipped_class(bundle_dir: Path, ref: Mapping[str, Any]) -> Any:
+    import importlib
+
+    if "file" in ref:
+        mod = _load_file(bundle_dir / ref["file"])
+    else:
+        mod = importlib.import_module(ref["import"])
+    obj: Any = mod
+    for part in str(ref["qualname"]).split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise TaskRunError(f"the shipped code has no class {ref['qualname']!r} ({dict(ref)})")
+    return obj(**dict(ref.get("hparams", {})))
+
+
+def build_shipped(
+    bundle_dir: Path,
+    module: Mapping[str, Any],
+    datamodule: Mapping[str, Any] | None = None,
+    loader: Mapping[str, Any] | None = None,
+    weights: str = "",
+) -> dict[str, Any]:
+    """The entry of a task that ``GensynStrategy``'s client role shipped: rebuild module and data.
+
+    ``module`` and ``datamodule`` name a class (``file`` in the bundle or an
+    installed ``import``, ``qualname``, ``hparams``); ``weights`` is a safetensors
+    file of the module's state when it was sent; ``loader`` is a materialised
+    ``TensorDataset`` DataLoader (``file``, ``batch_size``, ``shuffle``, ``drop_last``).
+    """
+    from safetensors.torch import load_file
+
+    job: dict[str, Any] = {"module": _shipped_class(bundle_dir, module)}
+    if weights:
+        job["module"].load_state_dict(load_file(str(bundle_dir / weights)))
+    if datamodule is not None:
+        job["datamodule"] = _shipped_class(bundle_dir, datamodule)
+    elif loader is not None:
+        from torch.utils.data import DataLoader, TensorDataset
+
+        cols = load_file(str(bundle_dir / loader["file"]))
+        ds = TensorDataset(*(cols[f"t{i}"] for i in range(len(cols))))
+        job["train_dataloader"] = DataLoader(
+            ds, batch_size=int(loader["batch_size"]), shuffle=bool(loader["shuffle"]),
+            drop_last=bool(loader["drop_last"]),
+        )  # fmt: skip
+    return job
+
+
+def _flavour(module: Any) -> str:
+    """``pytorch_lightning`` for its LightningModules, else ``lightning`` (NOTES.md: two packages)."""
+    top = {c.__module__.partition(".")[0] for c in type(module).__mro__}
+    return "pytorch_lightning" if "pytorch_lightning" in top else "lightning"
+
+
+def _callback_cls(flavour: str) -> type:
+    """The executor's trace callback: the REE callback plus start checkpoints, fresh traces and losses."""
+    import importlib
+
+    from gensyn_integrations._lightning.checkpoint_io import TREE_KEY
+
+    GensynTraceCallback = importlib.import_module(f"gensyn_integrations.{flavour}").GensynTraceCallback  # noqa: N806
+
+    class ExecutorTraceCallback(GensynTraceCallback):  # type: ignore[misc, valid-type]
+        """Record the run's trace from its start step, as the torch executor does."""
+
+        def __init__(self, *args: Any, stop_at_start: bool = False, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.stop_at_start = stop_at_start
+            self.losses: list[float] = []
+            self.failed_at: int | None = None
+
+        def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+            """Resume the model's state, but start a new trace at the checkpoint's root and step."""
+            sd = dict(state_dict)
+            tree = sd.get(TREE_KEY)
+            if tree is not None:
+                t = Trace(commit_interval=self.trace.commit_interval)
+                t.start(tree.root, int(sd["step"]))
+                sd["trace"] = t.to_json()
+            super().load_state_dict(sd)
+
+        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+            """Record the start root and write the start checkpoint."""
+            super().on_train_start(trainer, pl_module)
+            trainer.save_checkpoint(self.checkpoint_path(self.step), weights_only=False)
+            if self.stop_at_start:
+                raise _StopAtStart
+
+        def on_train_batch_end(
+            self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+        ) -> None:
+            """Keep the step's loss, then record a root if one is due."""
+            stepped = self.step != self._steps_at_last_batch_end
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+            loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+            if stepped and loss is not None:
+                self.losses.append(float(loss.detach()) if hasattr(loss, "detach") else float(loss))
+
+    return ExecutorTraceCallback
+
+
+def run_lightning(req: RunRequest) -> RunResult:
+    """Run ``req`` with a Lightning Trainer under the REE (device mode); return its trace and checkpoints."""
+    import importlib
+
+    spec = req.spec
+    if spec.ree_mode != "device":
+        raise TaskRunError(
+            f"the lightning executor runs ree_mode='device'; {spec.ree_mode!r} comes with [D2]"
+        )
+    if spec.precision not in _PRECISIONS:
+        raise TaskRunError(
+            f"the lightning executor runs precision {sorted(_PRECISIONS)}, not {spec.precision!r}"
+        )
+    if req.end_step < req.start_step:
+        raise TaskRunError(f"end_step {req.end_step} is before start_step {req.start_step}")
+    root_every = req.root_every or spec.commit_interval
+    ckpt_every = req.checkpoint_every or root_every
+    if ckpt_every % root_every:
+        raise TaskRunError(
+            f"checkpoint_every={ckpt_every} must be a multiple of root_every={root_every} "
+            "for the lightning executor (checkpoints are written at roots)"
+        )
+    out = req.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    module, data = _load_job(req)
+    flavour = _flavour(module)
+    pl = importlib.import_module("pytorch_lightning" if flavour == "pytorch_lightning" else "lightning.pytorch")
+    GensynStrategy = importlib.import_module(f"gensyn_integrations.{flavour}").GensynStrategy  # noqa: N806
+    cb = _callback_cls(flavour)(
+        commit_interval=root_every, seed=spec.seed, checkpoint_dir=out,
+        stop_at_start=req.end_step == req.start_step,
+    )  # fmt: skip
+    trainer = pl.Trainer(
+        strategy=GensynStrategy(role="executor", commit_interval=root_every, seed=spec.seed),
+        callbacks=[cb], max_steps=max(req.end_step, req.start_step + 1), accelerator="cpu", devices=1,
+        precision=_PRECISIONS[spec.precision],  # type: ignore[arg-type]
+        accumulate_grad_batches=spec.accumulation, gradient_clip_val=spec.clip_norm,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+    )  # fmt: skip
+    ckpt = str(req.start_checkpoint) if req.start_checkpoint is not None else None
+    try:
+        trainer.fit(module, **data, ckpt_path=ckpt)
+    except _StopAtStart:
+        pass
+    except Exception as e:  # the user's code failed: a deterministic failure commit
+        if not cb.trace.steps:
+            raise TaskRunError(f"the task failed before its first step: {e!r}") from e
+        return _failure(cb.trace, _checkpoints(out, cb.trace, ckpt_every), cb.step, e, cb.losses)
+    trace = cb.trace
+    if trace.steps[0] != req.start_step:
+        raise TaskRunError(
+            f"the start checkpoint is at step {trace.steps[0]}, not {req.start_step}"
+        )
+    trace.final = True
+    return RunResult(trace, _checkpoints(out, trace, ckpt_every), trace.roots[-1], cb.step,
+                     losses=cb.losses)  # fmt: skip
+
+
+def _checkpoints(out: Path, trace: Trace, every: int) -> dict[int, Path]:
+    first, last = trace.steps[0], trace.steps[-1]
+    found: dict[int, Path] = {}
+    for p in sorted(out.glob("step-*.safetensors")):
+        s = int(p.stem.removeprefix("step-"))
+        if s in (first, last) or s % every == 0:
+            found[s] = p
+    return found
+
+
+def _failure(trace: Trace, checkpoints: dict[int, Path], done: int, e: Exception,
+             losses: list[float]) -> RunResult:  # fmt: skip
+    digest = failure_digest(done + 1)
+    keep = [(s, r) for s, r in zip(trace.steps, trace.roots_raw, strict=True) if s < done]
+    if not keep:
+        keep = [(trace.steps[0], trace.roots_raw[0])]
+    steps = [s for s, _ in keep] + [done]
+    roots = [r for _, r in keep] + [bytes.fromhex(digest)]
+    t = Trace(commit_interval=trace.commit_interval, steps=steps, roots_raw=roots, final=True)
+    return RunResult(t, checkpoints, digest, done, failed=True, error_type=type(e).__qualname__,
+                     error_digest=digest, traceback=traceback.format_exc(), losses=losses)  # fmt: skip
+
+
+@hookimpl
+def gensyn_execute_task(task: Any, workdir: Path, config: Any) -> RunResult | None:
+    """Run a ``framework="lightning"`` RunRequest (DESIGN.md, "Data flow", step 3)."""
+    if not isinstance(task, RunRequest) or task.framework != FRAMEWORK:
+        return None
+    return run_lightning(task)
+
+
+@hookimpl
+def gensyn_verify_interval(
+    task: Any, checkpoint: Path, start_step: int, end_step: int, workdir: Path, config: Any
+) -> str | None:
+    """Re-execute ``start_step..end_step`` of a lightning RunRequest's task from ``checkpoint``; return the end root."""
+    if not isinstance(task, RunRequest) or task.framework != FRAMEWORK:
+        return None
+    req = RunRequest(task.spec, task.bundle_dir, workdir, start_checkpoint=checkpoint,
+                     start_step=start_step, end_step=end_step)  # fmt: skip
+    res = run_lightning(req)
+    return res.error_digest if res.failed else res.final_root

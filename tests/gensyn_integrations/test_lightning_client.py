@@ -1,0 +1,120 @@
+"""The client role of ``GensynStrategy``: ``fit`` on the embedded devnet, and what cannot be shipped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from tests.gensyn_integrations import lightning_client_app as app
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::lightning.fabric.utilities.warnings.PossibleUserWarning"),
+    pytest.mark.filterwarnings("ignore:.*LeafSpec.*is deprecated:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:.*LeafSpec.*is deprecated:FutureWarning"),
+    pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before the epoch"),
+]
+
+QUIET: dict[str, Any] = {
+    "accelerator": "cpu", "devices": 1, "logger": False, "enable_progress_bar": False,
+    "enable_checkpointing": False, "enable_model_summary": False,
+}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_remote_fit_returns_verified_weights_equal_to_a_local_executor_run() -> None:
+    import lightning.pytorch as pl
+
+    from gensyn_integrations.lightning import GensynStrategy
+
+    local, remote = app.TinyNet(), app.TinyNet()
+    executor = GensynStrategy(role="executor", seed=3)
+    pl.Trainer(strategy=executor, max_steps=8, **QUIET).fit(local, app.TinyData())
+
+    strategy = GensynStrategy(seed=3)
+    trainer = pl.Trainer(strategy=strategy, max_steps=8, **QUIET)
+    trainer.fit(remote, app.TinyData())
+
+    r = strategy.receipt
+    assert r.verified
+    assert r.outcome == "verified"
+    assert r.final_root == executor.trace.roots[-1]
+    assert r.task_id >= 1
+    assert r.transactions
+    assert r.spec_cid
+    assert r.result_cids[0]
+    assert len(r.solvers) == 1
+    assert r.cost > r.fee_burned > 0
+    assert trainer.global_step == 8
+    want, got = local.state_dict(), remote.state_dict()
+    assert want.keys() == got.keys()
+    for k in want:
+        assert torch.equal(want[k], got[k]), k
+    # validate runs here, on the returned weights
+    val = DataLoader(app.TinyData().ds, batch_size=8)
+    assert trainer.validate(remote, val)[0]["val_loss"] == pytest.approx(
+        pl.Trainer(**QUIET).validate(local, val)[0]["val_loss"], abs=0
+    )
+
+
+def _fit_remote(model: Any, data: Any) -> None:
+    import lightning.pytorch as pl
+
+    from gensyn_integrations.lightning import GensynStrategy
+
+    pl.Trainer(strategy=GensynStrategy(), max_steps=2, **QUIET).fit(model, data)
+
+
+def test_a_module_defined_in_a_function_or_the_repl_gets_an_error_that_says_how_to_fix_it() -> None:
+    from gensyn_integrations._lightning.client import ShipError
+
+    class Local(app.TinyNet):
+        pass
+
+    with pytest.raises(ShipError, match=r"inside a function.*top level of a \.py file"):
+        _fit_remote(Local(), app.TinyData())
+
+    Repl = type("Repl", (app.TinyNet,), {"__module__": "__main__"})  # as `python -i` or a notebook makes it
+    with pytest.raises(ShipError, match=r"no source file.*__main__ of a notebook or the REPL"):
+        _fit_remote(Repl(), app.TinyData())
+
+
+def test_a_lambda_collate_fn_gets_an_error_that_says_how_to_fix_it() -> None:
+    from gensyn_integrations._lightning.client import ShipError
+
+    ds = TensorDataset(torch.zeros(8, 4), torch.zeros(8, 1))
+    loader = DataLoader(ds, batch_size=4, collate_fn=lambda b: b)
+    with pytest.raises(ShipError, match=r"collate_fn is a lambda.*LightningDataModule"):
+        _fit_remote(app.TinyNet(), loader)
+
+
+def test_the_lightning_executor_resumes_segments_and_verifies_an_interval(tmp_path: Path) -> None:
+    import lightning.pytorch as pl
+
+    from coordinator.tasks import RunRequest
+    from gensyn_integrations._lightning.client import build_job
+    from gensyn_integrations.lightning import GensynStrategy
+    from plugins.lightning_executor import gensyn_verify_interval, run_lightning
+
+    executor = GensynStrategy(role="executor", seed=3)
+    trainer = pl.Trainer(strategy=executor, max_steps=4, **QUIET)
+    spec, files = build_job(GensynStrategy(seed=3), trainer, app.TinyNet(), None, app.TinyData())
+    trainer.fit(app.TinyNet(), app.TinyData())
+    local = executor.trace.roots
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    for name, data in files.items():
+        (bundle / name).write_bytes(data)
+    start = run_lightning(RunRequest(spec, bundle, tmp_path / "s0", end_step=0))
+    assert start.trace.roots == local[:1]
+    first = run_lightning(RunRequest(spec, bundle, tmp_path / "s1", end_step=2))
+    second = run_lightning(RunRequest(spec, bundle, tmp_path / "s2", start_checkpoint=first.checkpoints[2],
+                                      start_step=2, end_step=4))  # fmt: skip
+    assert first.trace.roots + second.trace.roots[1:] == local
+    assert sorted(second.checkpoints) == [2, 3, 4]
+    assert len(first.losses) == 2
+    req = RunRequest(spec, bundle, tmp_path / "v")
+    assert gensyn_verify_interval(req, start.checkpoints[0], 0, 2, tmp_path / "v0", None) == local[2]
