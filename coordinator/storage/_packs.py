@@ -23,8 +23,9 @@ import os
 import secrets
 import sqlite3
 import threading
+import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Final
 
@@ -69,6 +70,26 @@ def _close(holder: list[sqlite3.Connection]) -> None:
     holder.clear()
 
 
+def _retry_locked(run: Callable[[], object], deadline_s: float = 60.0) -> None:
+    """Run ``run``, retrying while another process holds the database lock.
+
+    Switching a new database to WAL, and creating its schema, can answer
+    ``database is locked`` at once, without waiting on the busy timeout, when
+    several processes open the same new store together.
+    """
+    end = time.monotonic() + deadline_s
+    delay = 0.005
+    while True:
+        try:
+            run()
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > end:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
 class PackIndex:
     """The SQLite table from multihash to (pack, offset, length).
 
@@ -84,7 +105,8 @@ class PackIndex:
         self._pid = -1
         weakref.finalize(self, _close, self._holder)
         with self._lock:
-            self._conn().executescript(_SCHEMA)
+            conn = self._conn()
+            _retry_locked(lambda: conn.executescript(_SCHEMA))
 
     def _conn(self) -> sqlite3.Connection:
         """The process's connection; call with the lock held."""
@@ -92,7 +114,7 @@ class PackIndex:
             return self._holder[0]
         self._holder.clear()  # a connection inherited through fork is never used
         conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
+        _retry_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
         conn.execute(f"PRAGMA synchronous={'FULL' if self._durable else 'NORMAL'}")
         self._holder.append(conn)
         self._pid = os.getpid()

@@ -102,6 +102,9 @@ def test_four_writers_and_a_collector_share_one_store(tmp_path: Path) -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            for pipe in (proc.stdout, proc.stderr):  # closed even when an assert cut communicate short
+                if pipe is not None:
+                    pipe.close()
 
     store = LocalStore(path)
     expected = {k: compute_cid(_obj(k)) for k in range(8)}
