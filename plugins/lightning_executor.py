@@ -29,6 +29,7 @@ from typing import Any
 
 from coordinator.tasks import RunRequest, RunResult, TaskRunError, failure_digest
 from gensyn_integrations.hookspecs import hookimpl
+from plugins._code import call_entry, load_code_file
 from ree._trace import Trace
 
 __all__ = ["FRAMEWORK", "build_shipped", "gensyn_execute_task", "gensyn_verify_interval", "run_lightning"]
@@ -42,51 +43,24 @@ class _StopAtStart(Exception):  # noqa: N818 - control flow, never shown to a us
 
 
 def _load_job(req: RunRequest) -> tuple[Any, dict[str, Any]]:
-    from plugins.torch_executor import _load_module
-
-    spec = req.spec
-    fn = _load_module(req)
-    import inspect
-
-    kwargs = dict(spec.init_args)
-    if "bundle_dir" in inspect.signature(fn).parameters:
-        kwargs["bundle_dir"] = req.bundle_dir
-    job = fn(**kwargs)
-    get = job.get if isinstance(job, Mapping) else lambda k, d=None: getattr(job, k, d)
+    get = call_entry(req)
+    entry = req.spec.entry
     module = get("module")
     if module is None:
-        raise TaskRunError(f"entry {spec.entry!r} returned a job without 'module'")
+        raise TaskRunError(f"entry {entry!r} returned a job without 'module'")
     dm, dl = get("datamodule"), get("train_dataloader")
     if (dm is None) == (dl is None):
         raise TaskRunError(
-            f"entry {spec.entry!r} must return exactly one of 'datamodule' and 'train_dataloader'"
+            f"entry {entry!r} must return exactly one of 'datamodule' and 'train_dataloader'"
         )
     return module, {"datamodule": dm} if dm is not None else {"train_dataloaders": dl}
-
-
-def _load_file(path: Path) -> Any:
-    """Import a shipped source file once per process, under a name of its own."""
-    import hashlib
-    import importlib.util
-    import sys
-
-    unique = f"_gensyn_code_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}_{path.stem}"
-    if unique in sys.modules:
-        return sys.modules[unique]
-    s = importlib.util.spec_from_file_location(unique, path)
-    if s is None or s.loader is None:
-        raise TaskRunError(f"cannot load the shipped code {str(path)!r}")
-    mod = importlib.util.module_from_spec(s)
-    sys.modules[unique] = mod
-    s.loader.exec_module(mod)
-    return mod
 
 
 def _shipped_class(bundle_dir: Path, ref: Mapping[str, Any]) -> Any:
     import importlib
 
     if "file" in ref:
-        mod = _load_file(bundle_dir / ref["file"])
+        mod = load_code_file(bundle_dir / ref["file"], prefix="_gensyn_code", reuse=True)
     else:
         mod = importlib.import_module(ref["import"])
     obj: Any = mod

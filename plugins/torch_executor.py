@@ -16,19 +16,14 @@ raised: its last trace leaf is :func:`failure_digest` of k (DESIGN.md,
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
-import inspect
-import sys
 import traceback
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from coordinator.tasks import RunRequest, RunResult, TaskRunError, failure_digest
 from gensyn_integrations.hookspecs import hookimpl
+from plugins._code import call_entry
 from ree._trace import Trace
 
 __all__ = ["gensyn_execute_task", "gensyn_verify_interval", "run_torch"]
@@ -43,39 +38,11 @@ class _Job:
     scheduler: Any = None
 
 
-def _load_module(req: RunRequest) -> Any:
-    """The entry function of ``req``'s task: from the bundle's code, or an installed module."""
-    spec = req.spec
-    mod_name, _, fn_name = spec.entry.partition(":")
-    file = f"{mod_name}.py"
-    if file in spec.code:
-        path = req.bundle_dir / file
-        unique = f"_gensyn_task_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}_{mod_name}"
-        s = importlib.util.spec_from_file_location(unique, path)
-        if s is None or s.loader is None:
-            raise TaskRunError(f"cannot load the task code {str(path)!r}")
-        mod = importlib.util.module_from_spec(s)
-        sys.modules[unique] = mod
-        s.loader.exec_module(mod)
-    else:
-        mod = importlib.import_module(mod_name)
-    fn = getattr(mod, fn_name, None)
-    if not callable(fn):
-        raise TaskRunError(f"entry {spec.entry!r}: {mod_name} has no function {fn_name!r}")
-    return fn
-
-
-def _load_entry(req: RunRequest) -> Any:
-    spec = req.spec
-    fn = _load_module(req)
-    kwargs = dict(spec.init_args)
-    if "bundle_dir" in inspect.signature(fn).parameters:
-        kwargs["bundle_dir"] = req.bundle_dir
-    job = fn(**kwargs)
-    get = job.get if isinstance(job, Mapping) else lambda k, d=None: getattr(job, k, d)
+def _load_entry(req: RunRequest) -> _Job:
+    get = call_entry(req)
     missing = [k for k in ("model", "optimizer", "loss", "dataset") if get(k) is None]
     if missing:
-        raise TaskRunError(f"entry {spec.entry!r} returned a job without {missing}")
+        raise TaskRunError(f"entry {req.spec.entry!r} returned a job without {missing}")
     return _Job(get("model"), get("optimizer"), get("loss"), get("dataset"), get("scheduler"))
 
 
