@@ -19,8 +19,6 @@ from __future__ import annotations
 import inspect
 import sys
 import sysconfig
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,62 +225,20 @@ class ClientLauncher:
 
 
 def fit_remote(strategy: Any, trainer: Any, model: Any, train: Any, datamodule: Any) -> LightningReceipt:
-    """Ship, post, wait, fetch, check and load: the whole remote ``fit`` on the embedded devnet."""
+    """Ship, post, wait, fetch, check and load: the whole remote ``fit`` (:func:`run_remote`)."""
     import torch
 
-    import ree
-    from coordinator.chain import SlotState
-    from coordinator.devnet import devnet
-    from coordinator.storage import LocalStore
-    from coordinator.tasks import InProcessExecutor, TaskClient
-    from gensyn_integrations._manager import get_plugin_manager
+    from gensyn_integrations._remote import run_remote
 
     spec, files = build_job(strategy, trainer, model, train, datamodule)
-    with (
-        tempfile.TemporaryDirectory(prefix="gensyn-lightning-") as tmp,
-        devnet(Path(tmp), solvers=1, verifiers=0, referees=0,
-               frameworks=("torch", FRAMEWORK)) as dn,
-    ):  # fmt: skip
-        client = TaskClient(dn.protocol, dn.user, LocalStore(dn.store_path),
-                            InProcessExecutor(get_plugin_manager()), workdir=Path(tmp) / "client")  # fmt: skip
-        tid = client.submit(spec, files)
-        slots = spec.replicas
-
-        def move_time() -> None:
-            time.sleep(0.25)
-            states = [SlotState(dn.protocol.get_slot(tid, i)["state"]) for i in range(slots)]
-            if SlotState.REVEALED in states:
-                dn.client.advance_time(spec.challenge_window + 1)
-
-        receipt = client.wait(tid, timeout=strategy.timeout, poll=0.25, on_poll=move_time)
-        if receipt.outcome != "verified" or not receipt.final_root:
-            failed = [s for s in receipt.slots if s.failed]
-            detail = ""
-            if failed and failed[0].result_cid:
-                detail = ":\n" + dn_text(LocalStore(dn.store_path), failed[0].result_cid)
-            raise ConfigError(
-                f"task {tid} ended {receipt.outcome!r}, with no verified weights{detail}; "
-                f"`gensyn task show {tid}` shows each slot",
-                key="fit", source="GensynStrategy(role='client')",
-            )
-        path = client.fetch_result(tid, Path(tmp) / "final.safetensors")
-        ck = ree.load_checkpoint(path, expected_root=receipt.final_root)
-        weights = dict(ck.tree.subtree("model/").items())
-        with torch.no_grad():
-            model.load_state_dict(weights)
-        steps = int(ck.tree.leaves["ree/step"])
-        trainer.fit_loop.epoch_loop.automatic_optimization.optim_progress.optimizer.step.total.completed = steps
-        return LightningReceipt(
-            task_id=tid, transactions=list(receipt.transactions or client.transactions.get(tid, [])), spec_cid=receipt.spec_cid,
-            manifest_cids=[s.manifest_cid for s in receipt.slots],
-            result_cids=[s.result_cid for s in receipt.slots], final_root=receipt.final_root,
-            verified=True, outcome=receipt.outcome, cost=receipt.paid + receipt.fee_burned,
-            fee_burned=receipt.fee_burned, solvers=[s.solver for s in receipt.slots],
-        )  # fmt: skip
-
-
-def dn_text(store: Any, cid: str) -> str:
-    """The text a failed slot uploaded (its traceback), checked against its CID."""
-    from coordinator.tasks._bundle import get_verified
-
-    return get_verified(store, cid).decode("utf-8", "replace")[-3000:]
+    res = run_remote(spec, files, frameworks=("torch", FRAMEWORK), timeout=strategy.timeout)
+    with torch.no_grad():
+        model.load_state_dict(res.weights("model/"))
+    trainer.fit_loop.epoch_loop.automatic_optimization.optim_progress.optimizer.step.total.completed = res.steps
+    r = res.receipt
+    return LightningReceipt(
+        task_id=res.task_id, transactions=res.transactions, spec_cid=r.spec_cid,
+        manifest_cids=[s.manifest_cid for s in r.slots], result_cids=[s.result_cid for s in r.slots],
+        final_root=r.final_root, verified=True, outcome=r.outcome, cost=r.paid + r.fee_burned,
+        fee_burned=r.fee_burned, solvers=[s.solver for s in r.slots],
+    )  # fmt: skip
