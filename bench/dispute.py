@@ -12,12 +12,25 @@ drawn referee re-executes the disputed step. Printed per N:
   checkpoint load and state hashing included) as a multiple of one training
   step of the full run (its wall time / N).
 
-Run: ``PYTHONPATH=. .venv/bin/python bench/dispute.py [--sizes 64 1024]``.
+Then spot verification (issue #6), under the default policy
+(:func:`coordinator.dispute.spot_policy`: 44 checks, at least 440 intervals):
+
+* the Python draw checked equal to TaskMarket.spotIndex on py-evm for every
+  verifier of a few real reveals;
+* the detection probability against the fraction f of faked intervals,
+  measured over seeded trials of that draw, beside the theory 1 - (1 - f)^s
+  (the chain samples with replacement: each verifier's index is drawn
+  independently) and, for comparison, sampling without replacement;
+* the extra compute of the policy (re-executed steps over training steps) for
+  jobs of several lengths.
+
+Run: ``PYTHONPATH=. .venv/bin/python bench/dispute.py [--sizes 64 1024] [--spot-only]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import sys
 import tempfile
@@ -28,6 +41,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from coordinator.chain import EventPoller, Outcome, Stage  # noqa: E402
+from coordinator.dispute import (  # noqa: E402
+    detection_without_replacement,
+    simulate_detection,
+    spot_policy,
+)
 from coordinator.nodes import Referee, Solver  # noqa: E402
 from tests.coordinator.network.adversaries import PerturbingSolver  # noqa: E402
 from tests.coordinator.network.net import Net, make_chain  # noqa: E402
@@ -108,12 +126,64 @@ def one(n: int, root: Path) -> dict[str, float]:
             "referee_s": referee, "referee_steps": referee / step_time}  # fmt: skip
 
 
+def spot_mirror_check(reveals: int = 5) -> int:
+    """Compare the Python draw with TaskMarket.spotIndex over real reveals; returns the draws compared."""
+    from coordinator.chain import ChainClient, leaf_count, spot_index
+    from tests.coordinator.chain.chain_helpers import TraceModel, make_world, solve
+
+    w = make_world(ChainClient.in_process())
+    pol = spot_policy(1000)
+    ci, steps = pol.commit_interval, pol.steps
+    compared = 0
+    for r in range(reveals):
+        tid = w.p.post_task(w.alice, w.task(commit_interval=ci, total_steps=steps, spot_checks=pol.checks,
+                                            initial_root=TraceModel().leaf(0, ci, steps))).value  # fmt: skip
+        assert tid is not None
+        slot = solve(w, w.bob if r % 2 else w.carol, tid, TraceModel(), ci, steps)
+        seed = w.p.get_slot(tid, slot)["seed"]
+        for v in range(pol.checks):
+            addr = "0x" + hashlib.sha256(f"verifier-{r}-{v}".encode()).digest()[:20].hex()
+            got = w.p.spot_index(tid, slot, addr)
+            if got != spot_index(seed, addr, leaf_count(steps, ci)):
+                raise AssertionError(f"draw differs from spotIndex for {addr} in task {tid}")
+            compared += 1
+    return compared
+
+
+def spot_report(trials: int) -> None:
+    """Print the spot-verification tables (see the module docstring)."""
+    compared = spot_mirror_check()
+    pol = spot_policy(1000)
+    print(f"\nspot checks: Python draw == TaskMarket.spotIndex on {compared} draws (py-evm)")
+    print(f"default policy for {pol.steps} steps: s = {pol.checks} checks, commit_interval = "
+          f"{pol.commit_interval}, {pol.intervals} intervals, extra compute {pol.extra_compute:.1%}")  # fmt: skip
+    print(f"{'f':>5} {'faked':>5} {'trials':>6} {'measured':>8} {'theory (with repl.)':>19} "
+          f"{'|diff|/sigma':>12} {'without repl.':>13}")  # fmt: skip
+    for f in (0.01, 0.05, 0.10, 0.20, 0.50):
+        r = simulate_detection(f, intervals=pol.intervals, checks=pol.checks, trials=trials,
+                               seed=int(f * 1000))  # fmt: skip
+        wo = detection_without_replacement(r.faked, r.intervals, r.checks)
+        print(f"{f:>5.0%} {r.faked:>5} {r.trials:>6} {r.measured:>8.2%} {r.theory:>19.2%} "
+              f"{abs(r.measured - r.theory) / r.sigma:>12.2f} {wo:>13.2%}")  # fmt: skip
+    print(f"\n{'steps':>9} {'ci':>6} {'intervals':>9} {'s':>3} {'extra compute':>13} "
+          f"{'P(detect | f=10%)':>17} {'meets target':>12}")  # fmt: skip
+    for steps in (100, 439, 440, 1_000, 10_000, 1_000_000):
+        p = spot_policy(steps)
+        print(f"{steps:>9} {p.commit_interval:>6} {p.intervals:>9} {p.checks:>3} {p.extra_compute:>13.1%} "
+              f"{p.detection(0.10):>17.2%} {'yes' if p.meets_target else 'no':>12}")  # fmt: skip
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--sizes", type=int, nargs="+", default=[64, 1024, 16384])
+    ap.add_argument("--spot-only", action="store_true", help="only the spot-verification tables")
+    ap.add_argument("--spot-trials", type=int, default=2000, help="seeded trials per fraction")
     a = ap.parse_args()
+    if a.spot_only:
+        spot_report(a.spot_trials)
+        return 0
     rows = []
     for n in a.sizes:
         with tempfile.TemporaryDirectory(prefix="gensyn-bench-") as tmp:
@@ -124,6 +194,7 @@ def main() -> int:
     for r in rows:
         print(f"{r['N']:>6} {r['ci']:>4} {r['rounds']:>6} {r['bound']:>5} {r['gas']:>10,} "
               f"{r['wall_s']:>9.1f} {r['step_ms']:>8.2f} {r['referee_s']:>9.2f} {r['referee_steps']:>11.0f}x")  # fmt: skip
+    spot_report(a.spot_trials)
     return 0
 
 

@@ -110,8 +110,13 @@ class TaskConfig:
         policy: ``spot`` (verifiers re-execute sampled intervals) or
             ``replicate`` (``replicas`` solvers run the job and compare roots).
         replicas: k, the number of solvers under ``replicate``.
-        spot_samples: intervals each verifier re-executes under ``spot``.
-        commit_interval: optimizer steps between two state roots.
+        spot_samples: paid spot checks under ``spot``; each is one verifier
+            re-executing one interval drawn after the reveal. 44 catch a solver
+            that fakes >= 10% of its intervals with >= 99% probability
+            (``coordinator.dispute.spot_policy``).
+        commit_interval: optimizer steps between two state roots. Under
+            ``spot``, keep at least 10 x ``spot_samples`` intervals (440 by
+            default) so that the checks cost <= 10% extra compute.
         claim_deadline_s: chain-time seconds for a solver to claim the task.
         commit_deadline_s: chain-time seconds from claim to commit.
         challenge_window_s: chain-time seconds to challenge a commit.
@@ -122,7 +127,7 @@ class TaskConfig:
     budget: int = TOKEN
     policy: str = "spot"
     replicas: int = 2
-    spot_samples: int = 2
+    spot_samples: int = 44
     commit_interval: int = 1
     claim_deadline_s: int = 600
     commit_deadline_s: int = 3600

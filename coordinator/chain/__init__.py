@@ -28,6 +28,7 @@ from coordinator.chain._types import (
     TaskParams,
     leaf_count,
     spot_commitment,
+    spot_index,
 )
 
 __all__ = [
@@ -55,5 +56,6 @@ __all__ = [
     "load_artifact",
     "run_chain_only_devnet",
     "spot_commitment",
+    "spot_index",
     "start_anvil",
 ]

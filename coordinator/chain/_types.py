@@ -128,6 +128,19 @@ def spot_commitment(task_id: int, slot: int, verifier: str, agrees: bool, salt: 
     )
 
 
+def spot_index(seed: bytes, verifier: str, leaves: int) -> int:
+    """TaskMarket.spotIndex off chain: 1 + keccak256(abi.encode(seed, verifier)) mod (leaves - 1).
+
+    Each verifier address gets one interval, drawn independently of every other
+    verifier's (so a set of verifiers samples intervals with replacement), from
+    the seed the market fixed at the solver's reveal.
+    """
+    if leaves < 2:
+        return 0
+    h = keccak(abi_encode(["bytes32", "address"], [seed, to_checksum_address(verifier)]))
+    return 1 + int.from_bytes(h, "big") % (leaves - 1)
+
+
 def leaf_count(steps: int, commit_interval: int) -> int:
     """Leaves of a trace over ``steps`` steps: the initial root plus one per interval."""
     return 1 + -(-steps // commit_interval)
