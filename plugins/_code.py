@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
 import inspect
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -31,6 +32,41 @@ def load_code_file(path: Path, *, prefix: str = "_gensyn_task", reuse: bool = Fa
     sys.modules[unique] = mod
     s.loader.exec_module(mod)
     return mod
+
+
+@contextlib.contextmanager
+def code_path(bundle_dir: Path) -> Iterator[None]:
+    """Put the bundle folder first on ``sys.path`` while shipped code loads (its own imports)."""
+    entry = str(Path(bundle_dir).resolve())
+    added = entry not in sys.path
+    if added:
+        sys.path.insert(0, entry)
+    try:
+        yield
+    finally:
+        if added and entry in sys.path:
+            sys.path.remove(entry)
+
+
+def import_shipped(bundle_dir: Path, name: str) -> ModuleType:
+    """Import the module ``name`` (``pkg.sub.mod``) of a package shipped in the bundle with its layout.
+
+    A module of that name already imported from elsewhere (the client's own
+    process, where it is the same source) is reused; in a solver's fresh process
+    the bundle's copy is the only one.
+    """
+    parts = name.split(".")
+    if not all(p.isidentifier() for p in parts):
+        raise TaskRunError(f"the shipped module name {name!r} is not a dotted Python name")
+    root = Path(bundle_dir).resolve()
+    rel = root.joinpath(*parts)
+    if not (rel.with_suffix(".py").is_file() or (rel / "__init__.py").is_file()) and name not in sys.modules:
+        raise TaskRunError(f"the bundle has no module {name!r} (looked for {rel}.py)")
+    with code_path(root):
+        try:
+            return importlib.import_module(name)
+        except ImportError as e:
+            raise TaskRunError(f"cannot import the shipped module {name!r}: {e}") from e
 
 
 def entry_function(req: RunRequest) -> Callable[..., Any]:

@@ -14,7 +14,11 @@ The RunResult contract is the torch executor's: a trace covering
 ``start_step..steps_done`` with a root every ``root_every`` steps and one at the
 end, a checkpoint at ``start_step``, every ``checkpoint_every`` steps and at the
 end, and a failure commit (:func:`coordinator.tasks.failure_digest`) when the
-user's code raises.
+user's code raises. The training loss of each optimizer step goes in
+``RunResult.losses``; everything the module logs on a step (``self.log``) is
+written beside the checkpoints as :data:`coordinator.tasks._results.METRICS_FILE`,
+which ``publish_run`` puts in the run manifest for the client's progress bar
+and loggers.
 
 Layering note: the Trainer pieces live in ``gensyn_integrations._lightning``
 and are imported when a task runs, never when the plugin is registered.
@@ -22,14 +26,17 @@ and are imported when a task runs, never when the plugin is registered.
 
 from __future__ import annotations
 
+import json
+import math
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from coordinator.tasks import RunRequest, RunResult, TaskRunError, failure_digest
+from coordinator.tasks._results import METRICS_FILE
 from gensyn_integrations.hookspecs import hookimpl
-from plugins._code import call_entry, load_code_file
+from plugins._code import call_entry, code_path, import_shipped, load_code_file
 from ree._trace import Trace
 
 __all__ = ["FRAMEWORK", "build_shipped", "gensyn_execute_task", "gensyn_verify_interval", "run_lightning"]
@@ -57,12 +64,22 @@ def _load_job(req: RunRequest) -> tuple[Any, dict[str, Any]]:
 
 
 def _shipped_class(bundle_dir: Path, ref: Mapping[str, Any]) -> Any:
+    """Build the class ``ref`` names: a file in the bundle, a module of a shipped package, or an import.
+
+    ``file``: a top-level source file (a script, or a module next to it); ``module``:
+    a dotted module whose package the client shipped with its layout; ``import``:
+    an installed module. Shipped code imports its shipped siblings, so the bundle
+    folder is first on ``sys.path`` while it loads.
+    """
     import importlib
 
-    if "file" in ref:
-        mod = load_code_file(bundle_dir / ref["file"], prefix="_gensyn_code", reuse=True)
-    else:
-        mod = importlib.import_module(ref["import"])
+    with code_path(bundle_dir):
+        if "file" in ref:
+            mod = load_code_file(bundle_dir / ref["file"], prefix="_gensyn_code", reuse=True)
+        elif "module" in ref:
+            mod = import_shipped(bundle_dir, str(ref["module"]))
+        else:
+            mod = importlib.import_module(ref["import"])
     obj: Any = mod
     for part in str(ref["qualname"]).split("."):
         obj = getattr(obj, part, None)
@@ -125,6 +142,7 @@ def _callback_cls(flavour: str) -> type:
             super().__init__(*args, **kwargs)
             self.stop_at_start = stop_at_start
             self.losses: list[float] = []
+            self.metrics: dict[int, dict[str, float]] = {}
             self.failed_at: int | None = None
 
         def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -152,9 +170,56 @@ def _callback_cls(flavour: str) -> type:
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
             loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
             if stepped and loss is not None:
-                self.losses.append(float(loss.detach()) if hasattr(loss, "detach") else float(loss))
+                value = float(loss.detach()) if hasattr(loss, "detach") else float(loss)
+                self.losses.append(value)
+                self.metrics.setdefault(self.step, {})["loss"] = value
+
+        def record(self, metrics: Mapping[str, Any]) -> None:
+            """Keep what Lightning sent to the loggers, under the REE step it was logged at."""
+            if self.step <= 0:
+                return
+            row = self.metrics.setdefault(self.step, {})
+            for k, v in metrics.items():
+                if isinstance(v, int | float) and not isinstance(v, bool):
+                    row[str(k)] = float(v)
 
     return ExecutorTraceCallback
+
+
+def _logger(flavour: str, cb: Any) -> Any:
+    """A logger that hands every ``log_metrics`` call to ``cb.record`` (what the client's loggers replay)."""
+    import importlib
+
+    Logger = importlib.import_module(  # noqa: N806
+        "pytorch_lightning.loggers" if flavour == "pytorch_lightning" else "lightning.pytorch.loggers"
+    ).Logger
+
+    class StepMetricsLogger(Logger):  # type: ignore[misc, valid-type]
+        """Collects the step metrics of the run; writes nothing itself."""
+
+        @property
+        def name(self) -> str:
+            return "gensyn"
+
+        @property
+        def version(self) -> int:
+            return 0
+
+        def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+            cb.record(metrics)
+
+        def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+            """Hyperparameters travel in the spec, not in the metrics."""
+
+    return StepMetricsLogger()
+
+
+def _write_metrics(out: Path, metrics: Mapping[int, Mapping[str, float]]) -> None:
+    def plain(v: float) -> float | str:
+        return v if math.isfinite(v) else ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf"))
+
+    doc = {"steps": {str(s): {k: plain(v) for k, v in m.items()} for s, m in sorted(metrics.items())}}
+    (out / METRICS_FILE).write_text(json.dumps(doc, sort_keys=True))
 
 
 def run_lightning(req: RunRequest) -> RunResult:
@@ -194,8 +259,9 @@ def run_lightning(req: RunRequest) -> RunResult:
         callbacks=[cb], max_steps=max(req.end_step, req.start_step + 1), accelerator="cpu", devices=1,
         precision=_PRECISIONS[spec.precision],  # type: ignore[arg-type]
         accumulate_grad_batches=spec.accumulation, gradient_clip_val=spec.clip_norm,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+        logger=_logger(flavour, cb), log_every_n_steps=1, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+        num_sanity_val_steps=0,
     )  # fmt: skip
     ckpt = str(req.start_checkpoint) if req.start_checkpoint is not None else None
     try:
@@ -205,6 +271,7 @@ def run_lightning(req: RunRequest) -> RunResult:
     except Exception as e:  # the user's code failed: a deterministic failure commit
         if not cb.trace.steps:
             raise TaskRunError(f"the task failed before its first step: {e!r}") from e
+        _write_metrics(out, cb.metrics)
         return _failure(cb.trace, _checkpoints(out, cb.trace, ckpt_every), cb.step, e, cb.losses)
     trace = cb.trace
     if trace.steps[0] != req.start_step:
@@ -212,6 +279,7 @@ def run_lightning(req: RunRequest) -> RunResult:
             f"the start checkpoint is at step {trace.steps[0]}, not {req.start_step}"
         )
     trace.final = True
+    _write_metrics(out, cb.metrics)
     return RunResult(trace, _checkpoints(out, trace, ckpt_every), trace.roots[-1], cb.step,
                      losses=cb.losses)  # fmt: skip
 

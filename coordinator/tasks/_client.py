@@ -95,7 +95,8 @@ class TaskClient:
         with tempfile.TemporaryDirectory(prefix="gensyn-prepare-", dir=self._tmp()) as tmp:
             bdir = Path(tmp) / "bundle"
             bdir.mkdir()
-            for name, data in files.items():
+            for name, data in files.items():  # a name may hold folders: a shipped package's layout
+                (bdir / name).parent.mkdir(parents=True, exist_ok=True)
                 (bdir / name).write_bytes(data)
             res = self.executor.run(RunRequest(spec, bdir, Path(tmp) / "out", end_step=0))
             initial = res.checkpoints[0].read_bytes()

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gensyn_integrations._cli._common import Context, Handler
-from gensyn_integrations.errors import UsageError
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
@@ -22,7 +21,6 @@ if TYPE_CHECKING:
     from coordinator.accounts import KeystoreEntry
     from coordinator.chain import ChainClient, Protocol
 
-DEFAULT_DEPLOYMENT = Path(".gensyn/deployment.json")
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 # arguments of the contracts' errors that are AI amounts (ERC20*, InsufficientFreeStake)
 _AMOUNT_ARGS = frozenset({"allowance", "balance", "free", "needed"})
@@ -71,43 +69,25 @@ def address_arg(text: str) -> str:
 
 def keystore(ctx: Context) -> Path:
     """The keystore directory: ``--keystore``, config ``network.keystore``, ``$GENSYN_KEYSTORE``, the default."""
-    from coordinator.accounts import keystore_dir
+    from gensyn_integrations._network import keystore_path
 
-    explicit = getattr(ctx.args, "keystore", None) or ctx.config.network.keystore
-    return keystore_dir(explicit, env=ctx.env)
+    return keystore_path(ctx.config, getattr(ctx.args, "keystore", None), env=ctx.env)
 
 
 def pick_account(ctx: Context) -> KeystoreEntry:
     """The account to act as: ``--account``, config ``network.account``, or the only one there is."""
-    from coordinator.accounts import AccountNotFoundError, find_account, list_accounts
+    from gensyn_integrations._network import pick_account as pick
 
-    ks = keystore(ctx)
-    wanted = getattr(ctx.args, "account", None) or ctx.config.network.account
-    if wanted:
-        return find_account(wanted, ks)
-    entries = list_accounts(ks)
-    if len(entries) == 1:
-        return entries[0]
-    if not entries:
-        raise AccountNotFoundError(
-            f"the keystore {str(ks)!r} holds no account; create one with `gensyn account new` "
-            "or `gensyn account import`, or point --keystore at yours"
-        )
-    raise AccountNotFoundError(
-        f"the keystore {str(ks)!r} holds {len(entries)} accounts "
-        f"({', '.join(e.label for e in entries)}); choose one with --account, "
-        "or set network.account"
-    )
+    return pick(ctx.config, keystore=getattr(ctx.args, "keystore", None),
+                account=getattr(ctx.args, "account", None), env=ctx.env)  # fmt: skip
 
 
 def load_signer(ctx: Context) -> LocalAccount:
     """Decrypt the acting account's keystore, asking for its password the usual way."""
-    from coordinator.accounts import load_signer as decrypt
-    from coordinator.accounts import read_password
+    from gensyn_integrations._network import load_signer as unlock
 
-    entry = pick_account(ctx)
-    password = read_password(f"{entry.label} ({entry.address})", env=ctx.env)
-    return decrypt(entry.address, password, keystore=entry.path.parent)
+    return unlock(ctx.config, keystore=getattr(ctx.args, "keystore", None),
+                  account=getattr(ctx.args, "account", None), env=ctx.env)  # fmt: skip
 
 
 def resolve_address(ctx: Context, text: str | None) -> tuple[str, str]:
@@ -137,48 +117,23 @@ def who(label: str, address: str) -> str:
 
 def rpc_url(ctx: Context, explicit: str | None = None) -> str:
     """The node's URL: ``explicit`` (``--rpc``), else config ``network.rpc_url``."""
-    url = explicit or ctx.config.network.rpc_url
-    if not url:
-        raise UsageError(
-            "no chain to talk to: network.rpc_url is not set. Set it, e.g. "
-            "`gensyn -o network.rpc_url=http://127.0.0.1:8545 ...` or "
-            "GENSYN_NETWORK__RPC_URL, or start a devnet with `gensyn devnet`"
-        )
-    return url
+    from gensyn_integrations._network import rpc_url as url
+
+    return url(ctx.config, explicit)
 
 
 def deployment_path(ctx: Context) -> Path:
     """The deployment file: config ``network.deployment``, else ``.gensyn/deployment.json``."""
-    return Path(ctx.config.network.deployment or DEFAULT_DEPLOYMENT)
+    from gensyn_integrations._network import deployment_path as path
+
+    return path(ctx.config)
 
 
 def connect(ctx: Context) -> tuple[ChainClient, Protocol]:
     """Connect to the configured node and bind the configured deployment, checking they match."""
-    from coordinator.chain import ChainClient, ChainConfigError, Deployment, Protocol
+    from gensyn_integrations._network import connect as open_chain
 
-    url = rpc_url(ctx)
-    client = ChainClient.connect(url)
-    want = ctx.config.network.chain_id
-    if want is not None and want != client.chain_id:
-        raise ChainConfigError(
-            f"the node at {url!r} is chain {client.chain_id}, but network.chain_id is {want}; "
-            "point network.rpc_url at the right node, or fix network.chain_id"
-        )
-    path = deployment_path(ctx)
-    dep = Deployment.read(path)
-    if dep.chain_id != client.chain_id:
-        raise ChainConfigError(
-            f"the deployment file {str(path)!r} is for chain {dep.chain_id}, but the node at "
-            f"{url!r} is chain {client.chain_id}; point network.deployment at this chain's file"
-        )
-    code = client.w3.eth.get_code(dep.token)
-    if not code:
-        raise ChainConfigError(
-            f"there is no contract at the token address {dep.token} on {url!r}: the deployment "
-            f"file {str(path)!r} is stale (did the devnet restart?). Redeploy with "
-            "`gensyn contracts deploy`, or point network.deployment at the current file"
-        )
-    return client, Protocol(client, dep)
+    return open_chain(ctx.config)
 
 
 def when(timestamp: int, now: int) -> str:

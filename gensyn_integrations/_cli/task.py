@@ -53,13 +53,13 @@ def register(commands: Commands) -> None:
 
 
 def _client(ctx: Context, account: Any = None) -> Any:
-    from coordinator.storage import LocalStore
     from coordinator.tasks import SubprocessExecutor, TaskClient
     from gensyn_integrations._cli._chain import connect
+    from gensyn_integrations.plugins import make_store
 
     _, p = connect(ctx)
-    return TaskClient(p, account, LocalStore(ctx.config.storage.path), SubprocessExecutor(),
-                      workdir=Path(".gensyn") / "client")  # fmt: skip
+    store = make_store(ctx.plugin_manager, ctx.config)  # storage.backend, as the client role's
+    return TaskClient(p, account, store, SubprocessExecutor(), workdir=Path(".gensyn") / "client")
 
 
 def _slot_states(p: Any, tid: int, reps: int) -> str:

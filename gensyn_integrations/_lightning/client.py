@@ -16,14 +16,14 @@ its chain time past the challenge window, as ``recipes/torch_regression.py`` doe
 
 from __future__ import annotations
 
-import inspect
 import sys
-import sysconfig
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from gensyn_integrations._lightning.ship import CodeCollector, ShipError, fix, source_of
 from gensyn_integrations.errors import ConfigError
+
+__all__ = ["ClientLauncher", "LightningReceipt", "ShipError", "build_job", "class_ref", "fit_remote"]
 
 ENTRY = "plugins.lightning_executor:build_shipped"
 FRAMEWORK = "lightning"
@@ -48,46 +48,25 @@ class LightningReceipt:
     fee_burned: int
     solvers: list[str]
     losses: list[float] = field(default_factory=list)
+    metrics: dict[int, dict[str, float]] = field(default_factory=dict)
+    retried: list[int] = field(default_factory=list)
 
 
-class ShipError(ConfigError):
-    """A part of the job cannot be sent to the network as source; the message says how to fix it."""
+_fix = fix
 
 
-def _fix(what: str, why: str, how: str) -> ShipError:
-    return ShipError(f"cannot ship {what} to the network: {why}. {how}", key="fit",
-                     source="GensynStrategy(role='client')")  # fmt: skip
-
-
-def _installed(path: Path) -> bool:
-    roots = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
-    return any(path.is_relative_to(Path(r).resolve()) for r in roots)
-
-
-def class_ref(obj: Any, what: str) -> tuple[dict[str, Any], Path | None]:
-    """Where ``type(obj)`` is defined, as the executor finds it: ``({file|import, qualname, hparams}, file)``.
+def class_ref(obj: Any, what: str, code: CodeCollector | None = None) -> dict[str, Any]:
+    """How the executor finds ``type(obj)`` (``{file|module|import, qualname, hparams}``); its source goes in ``code``.
 
     Raises :class:`ShipError` for classes without a source file (a notebook cell, the
     REPL), classes defined inside a function, and modules whose constructor
     arguments were not saved with ``save_hyperparameters()``.
     """
+    import inspect
+
     cls = type(obj)
     name = cls.__qualname__
-    how = f"define {name} at the top level of a .py file and import it from there"
-    if "<locals>" in name or "<lambda>" in name:
-        raise _fix(what, f"{name} is defined inside a function", how)
-    home = sys.modules.get(cls.__module__)
-    found: Any = home
-    for part in name.split("."):
-        found = getattr(found, part, None)
-    try:
-        src = inspect.getsourcefile(cls) if found is cls else None
-    except (TypeError, OSError):
-        src = None
-    if not src or src.startswith("<") or not Path(src).is_file():
-        where = "__main__ of a notebook or the REPL" if cls.__module__ == "__main__" else cls.__module__
-        raise _fix(what, f"{name} has no source file (it was defined in {where})", how)
-    path = Path(src).resolve()
+    source_of(cls, what)
     hparams = dict(getattr(obj, "hparams", {}) or {})
     required = [
         p.name for p in list(inspect.signature(cls.__init__).parameters.values())[1:]
@@ -97,14 +76,8 @@ def class_ref(obj: Any, what: str) -> tuple[dict[str, Any], Path | None]:
     if missing:
         raise _fix(what, f"{name}({', '.join(missing)}) needs arguments the network cannot see",
                    "call self.save_hyperparameters() in its __init__ (plain JSON values only)")  # fmt: skip
-    ref: dict[str, Any] = {"qualname": name, "hparams": hparams}
-    if cls.__module__ != "__main__" and _installed(path):
-        ref["import"] = cls.__module__
-        return ref, None
-    if not path.name.isidentifier() and not path.stem.isidentifier():
-        raise _fix(what, f"its file {path.name!r} is not a Python module name", "rename the file")
-    ref["file"] = path.name
-    return ref, path
+    where = (code if code is not None else CodeCollector()).add_class(cls, what)
+    return {**where, "qualname": name, "hparams": hparams}
 
 
 def _loader_data(loader: Any) -> tuple[dict[str, Any], bytes]:
@@ -152,29 +125,13 @@ def build_job(strategy: Any, trainer: Any, model: Any, train: Any, datamodule: A
     if trainer.gradient_clip_val and str(trainer.gradient_clip_algorithm) not in ("norm", "GradClipAlgorithmType.NORM"):
         raise ConfigError("only gradient_clip_algorithm='norm' runs on the network",
                           key="gradient_clip_algorithm", source="Trainer(...)")  # fmt: skip
-    files: dict[str, bytes] = {}
-    code: list[str] = []
-
-    def add(ref: dict[str, Any], path: Path | None) -> None:
-        if path is None:
-            return
-        old = files.get(path.name)
-        data = path.read_bytes()
-        if old is not None and old != data:
-            raise _fix("the job", f"two different files are named {path.name!r}", "rename one of them")
-        if old is None:
-            files[path.name] = data
-            code.append(path.name)
-
-    mref, mpath = class_ref(model, "the LightningModule")
-    add(mref, mpath)
+    code = CodeCollector()
+    mref = class_ref(model, "the LightningModule", code)
     state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-    files[WEIGHTS_FILE] = save(state)
+    files: dict[str, bytes] = {WEIGHTS_FILE: save(state)}
     args: dict[str, Any] = {"module": mref, "weights": WEIGHTS_FILE}
     if datamodule is not None:
-        dref, dpath = class_ref(datamodule, "the LightningDataModule")
-        add(dref, dpath)
-        args["datamodule"] = dref
+        args["datamodule"] = class_ref(datamodule, "the LightningDataModule", code)
     elif train is not None:
         meta, data = _loader_data(train)
         files[DATA_FILE] = data
@@ -182,9 +139,14 @@ def build_job(strategy: Any, trainer: Any, model: Any, train: Any, datamodule: A
     else:
         raise ConfigError("fit() got no training data; pass a datamodule or a train DataLoader",
                           key="train_dataloaders", source="Trainer.fit(...)")  # fmt: skip
+    clash = sorted(set(code.files) & set(files))
+    if clash:
+        raise _fix("the job", f"a source file is named like a bundle file ({clash[0]!r})", "rename it")
+    files.update(code.files)
+    top = tuple(sorted(n for n in code.files if "/" not in n))  # spec.code: plain names in the root
     s = strategy
     spec = TaskSpec(
-        entry=ENTRY, code=tuple(code), framework=FRAMEWORK, init_args=args, steps=int(trainer.max_steps),
+        entry=ENTRY, code=top, framework=FRAMEWORK, init_args=args, steps=int(trainer.max_steps),
         batch_size=1, accumulation=int(trainer.accumulate_grad_batches),
         clip_norm=float(trainer.gradient_clip_val) if trainer.gradient_clip_val else None,
         precision=precision, seed=s.seed, ree_mode=s.mode, commit_interval=s.commit_interval,
@@ -210,7 +172,7 @@ class ClientLauncher:
         """Nothing runs in a local child process; the remote task settles on its own."""
 
     def launch(self, function: Any, *args: Any, trainer: Any = None, **kwargs: Any) -> Any:
-        """Send ``fit`` to the network; run anything else locally."""
+        """Send ``fit`` to the network (or price it, for ``dry_run``); run anything else locally."""
         fn = getattr(getattr(trainer, "state", None), "fn", None)
         if trainer is None or str(getattr(fn, "value", fn)) != "fit":
             return function(*args, **kwargs)
@@ -218,27 +180,76 @@ class ClientLauncher:
         model = kwargs.get("model", model)
         train = kwargs.get("train_dataloaders", train)
         datamodule = kwargs.get("datamodule", datamodule)
-        self.strategy.receipt = fit_remote(self.strategy, trainer, model, train, datamodule)
+        if self.strategy.dry_run:
+            self.strategy.estimate = dry_run_fit(self.strategy, trainer, model, train, datamodule)
+        else:
+            self.strategy.receipt = fit_remote(self.strategy, trainer, model, train, datamodule)
         status = type(trainer.state.status)
         trainer.state.status = status.FINISHED
         return None
 
 
-def fit_remote(strategy: Any, trainer: Any, model: Any, train: Any, datamodule: Any) -> LightningReceipt:
-    """Ship, post, wait, fetch, check and load: the whole remote ``fit`` (:func:`run_remote`)."""
-    import torch
-
-    from gensyn_integrations._remote import run_remote
+def dry_run_fit(strategy: Any, trainer: Any, model: Any, train: Any, datamodule: Any) -> Any:
+    """Build the bundle, run its step 1 in a clean subprocess, print and return the estimate."""
+    from gensyn_integrations._remote import dry_run
 
     spec, files = build_job(strategy, trainer, model, train, datamodule)
-    res = run_remote(spec, files, frameworks=("torch", FRAMEWORK), timeout=strategy.timeout)
+    est = dry_run(spec, files, timeout=strategy.timeout)
+    print(est.describe())  # noqa: T201 - the dry run's whole point is to tell the person
+    return est
+
+
+def _check_reattach(strategy: Any, model: Any, spec: Any) -> None:
+    want = dict(spec.init_args.get("module") or {}).get("qualname")
+    if spec.framework != FRAMEWORK or want != type(model).__qualname__:
+        raise ConfigError(
+            f"task {strategy.task_id} trains {want or spec.framework!r}, not {type(model).__qualname__}; "
+            "re-attach with the module class that posted it", key="task_id", source="GensynStrategy(...)",
+        )  # fmt: skip
+
+
+def fit_remote(strategy: Any, trainer: Any, model: Any, train: Any, datamodule: Any) -> LightningReceipt:
+    """Ship, post, wait, fetch, check and load: the whole remote ``fit`` (:func:`run_remote`).
+
+    With ``strategy.task_id`` set, nothing is shipped: it re-attaches to that task.
+    """
+    import torch
+
+    from gensyn_integrations._lightning.progress import RemoteProgress
+    from gensyn_integrations._remote import run_remote
+
+    spec, files = (None, {}) if strategy.task_id is not None else build_job(
+        strategy, trainer, model, train, datamodule)  # fmt: skip
+    total = int(trainer.max_steps) if trainer.max_steps and trainer.max_steps > 0 else 0
+    progress = RemoteProgress(trainer, model, total or (spec.steps if spec is not None else 0))
+    progress.start(strategy.task_id)
+
+    def posted(tid: int) -> None:
+        strategy.task_id_posted = tid
+        print(f"gensyn: posted task {tid}; if this process stops, re-attach with "  # noqa: T201
+              f"GensynStrategy(task_id={tid}) on the same network", file=sys.stderr, flush=True)  # fmt: skip
+        if progress.bar is not None and hasattr(progress.bar, "set_description"):
+            progress.bar.set_description(f"Remote task {tid}")
+
+    ok = False
+    try:
+        res = run_remote(spec, files, frameworks=("torch", FRAMEWORK), timeout=strategy.timeout,
+                         config=strategy.config, task_id=strategy.task_id, retries=strategy.retries,
+                         on_progress=progress.update, on_posted=posted)  # fmt: skip
+        if strategy.task_id is not None:
+            _check_reattach(strategy, model, res.spec)
+        ok = True
+    finally:
+        progress.close(ok)
     with torch.no_grad():
         model.load_state_dict(res.weights("model/"))
     trainer.fit_loop.epoch_loop.automatic_optimization.optim_progress.optimizer.step.total.completed = res.steps
     r = res.receipt
+    losses = [res.metrics[s]["loss"] for s in sorted(res.metrics) if "loss" in res.metrics[s]]
     return LightningReceipt(
         task_id=res.task_id, transactions=res.transactions, spec_cid=r.spec_cid,
         manifest_cids=[s.manifest_cid for s in r.slots], result_cids=[s.result_cid for s in r.slots],
         final_root=r.final_root, verified=True, outcome=r.outcome, cost=r.paid + r.fee_burned,
-        fee_burned=r.fee_burned, solvers=[s.solver for s in r.slots],
+        fee_burned=r.fee_burned, solvers=[s.solver for s in r.slots], losses=losses,
+        metrics=res.metrics, retried=res.retried,
     )  # fmt: skip

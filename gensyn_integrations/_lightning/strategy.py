@@ -10,6 +10,8 @@ Two roles:
   launcher, the seam ``ddp_spawn`` uses (NOTES.md); see
   :mod:`gensyn_integrations._lightning.client`. ``strategy.receipt`` holds the
   outcome. With no network configured it starts the embedded devnet for the call.
+  ``task_id=N`` re-attaches to a task already posted (a configured network);
+  ``dry_run=True`` runs step 1 in a clean subprocess and sets ``strategy.estimate``.
 
 Both are thin subclasses of ``SingleDeviceStrategy``: the network, not
 torch.distributed, does the communication.
@@ -47,13 +49,22 @@ class GensynStrategyMixin:
         bond: int = 10**17,
         challenge_window: int = 5,
         timeout: float = 600.0,
+        retries: int = 0,
+        task_id: int | None = None,
+        dry_run: bool = False,
+        config: Any = None,
         **kwargs: Any,
     ) -> None:
         """Choose the role; the REE settings apply to the trace, the rest to the client's task.
 
         ``policy``, ``budget`` and ``bond`` (token base units), ``challenge_window``
         (seconds of chain time) and ``timeout`` (seconds to wait) apply to the
-        task the client role posts.
+        task the client role posts. ``retries``: post again when every slot was
+        slashed or expired (the refund stays market credit: ``gensyn withdraw``).
+        ``task_id``: re-attach to that task instead of posting (needs a configured
+        network). ``dry_run``: price the task and run its first step here, paying
+        nothing. ``config``: a ``GensynConfig`` (None reads gensyn.yaml and
+        ``GENSYN_*``); its ``network.rpc_url`` picks the network.
         """
         if role not in ROLES:
             raise ConfigError(
@@ -66,7 +77,16 @@ class GensynStrategyMixin:
         self.commit_interval, self.mode, self.seed = commit_interval, mode, seed
         self.policy, self.budget, self.bond = policy, budget, bond
         self.challenge_window, self.timeout = challenge_window, timeout
+        if retries < 0:
+            raise ConfigError(f"GensynStrategy(retries={retries!r}) must be 0 or more",
+                              key="retries", source="GensynStrategy(...)")  # fmt: skip
+        if task_id is not None and dry_run:
+            raise ConfigError("GensynStrategy(task_id=..., dry_run=True): a dry run prices a new task; "
+                              "drop one of them", key="dry_run", source="GensynStrategy(...)")  # fmt: skip
+        self.retries, self.task_id, self.dry_run, self.config = retries, task_id, dry_run, config
+        self.task_id_posted: int | None = None  # set as soon as the task is on chain
         self.receipt: Any = None
+        self.estimate: Any = None
         self._trace_callback = self._callback_cls(
             commit_interval=commit_interval, mode=mode, seed=seed, threads=threads,
             checkpoint_dir=checkpoint_dir,

@@ -22,7 +22,9 @@ class TinyNet(pl.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
-        return torch.nn.functional.mse_loss(self.net(x), y)
+        loss = torch.nn.functional.mse_loss(self.net(x), y)
+        self.log("train_mse", loss * 1.0, on_step=True)
+        return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, y = batch
@@ -45,3 +47,16 @@ class TinyData(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader[Any]:
         return DataLoader(self.ds, batch_size=8, shuffle=True)
+
+
+class FailingNet(TinyNet):
+    """TinyNet whose training step raises at optimizer step ``fail_at`` (a deterministic user bug)."""
+
+    def __init__(self, fail_at: int = 3) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        if self.global_step + 1 == self.hparams["fail_at"]:
+            raise ValueError(f"boom at step {self.hparams['fail_at']}")
+        return super().training_step(batch, batch_idx)

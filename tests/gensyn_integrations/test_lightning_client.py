@@ -25,17 +25,32 @@ QUIET: dict[str, Any] = {
 
 
 @pytest.mark.slow
-def test_remote_fit_returns_verified_weights_equal_to_a_local_executor_run() -> None:
-    import lightning.pytorch as pl
+def test_remote_fit_returns_verified_weights_and_streams_losses_to_the_bar_and_loggers(tmp_path: Path) -> None:
+    """One remote fit: verified weights equal a local run's; the CSVLogger holds the remote losses bit for bit."""
+    import csv
 
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import TQDMProgressBar
+    from lightning.pytorch.loggers import CSVLogger
+
+    from coordinator.tasks import RunRequest
+    from gensyn_integrations._lightning.client import build_job
     from gensyn_integrations.lightning import GensynStrategy
+    from plugins.lightning_executor import run_lightning
 
     local, remote = app.TinyNet(), app.TinyNet()
     executor = GensynStrategy(role="executor", seed=3)
     pl.Trainer(strategy=executor, max_steps=8, **QUIET).fit(local, app.TinyData())
+    # the executor's own losses: what a solver's run of this job reports, step by step
+    spec, files = build_job(GensynStrategy(seed=3), pl.Trainer(max_steps=8, **QUIET), app.TinyNet(), None,
+                            app.TinyData())  # fmt: skip
+    bundle = _unpack(files, tmp_path / "bundle")
+    ran = run_lightning(RunRequest(spec, bundle, tmp_path / "run", end_step=8))
 
-    strategy = GensynStrategy(seed=3)
-    trainer = pl.Trainer(strategy=strategy, max_steps=8, **QUIET)
+    strategy = GensynStrategy(seed=3, config=_no_network())
+    bar = TQDMProgressBar()
+    loud = {**QUIET, "enable_progress_bar": True, "logger": CSVLogger(tmp_path / "logs", name="remote")}
+    trainer = pl.Trainer(strategy=strategy, max_steps=8, log_every_n_steps=1, callbacks=[bar], **loud)
     trainer.fit(remote, app.TinyData())
 
     r = strategy.receipt
@@ -53,11 +68,35 @@ def test_remote_fit_returns_verified_weights_equal_to_a_local_executor_run() -> 
     assert want.keys() == got.keys()
     for k in want:
         assert torch.equal(want[k], got[k]), k
+    # the remote losses, in the receipt and in the CSV, are the executor's floats exactly
+    assert r.losses == ran.losses
+    assert len(ran.losses) == 8
+    with open(trainer.loggers[0].log_dir + "/metrics.csv") as f:
+        rows = [row for row in csv.DictReader(f) if row.get("loss")]
+    assert [int(row["step"]) for row in rows] == list(range(8))
+    assert [float(row["loss"]) for row in rows] == ran.losses
+    assert [float(row["train_mse"]) for row in rows] == ran.losses  # what self.log logged on each step
+    assert bar.train_progress_bar.n == 8
+    assert "loss=" in str(bar.train_progress_bar.postfix)
+    assert float(trainer.callback_metrics["loss"]) == ran.losses[-1]
     # validate runs here, on the returned weights
     val = DataLoader(app.TinyData().ds, batch_size=8)
     assert trainer.validate(remote, val)[0]["val_loss"] == pytest.approx(
         pl.Trainer(**QUIET).validate(local, val)[0]["val_loss"], abs=0
     )
+
+
+def _no_network() -> Any:
+    from gensyn_integrations.config import GensynConfig
+
+    return GensynConfig()  # whatever gensyn.yaml or GENSYN_* say here: the embedded devnet
+
+
+def _unpack(files: dict[str, bytes], bundle: Path) -> Path:
+    for name, data in files.items():
+        (bundle / name).parent.mkdir(parents=True, exist_ok=True)
+        (bundle / name).write_bytes(data)
+    return bundle
 
 
 def _fit_remote(model: Any, data: Any) -> None:
@@ -104,10 +143,7 @@ def test_the_lightning_executor_resumes_segments_and_verifies_an_interval(tmp_pa
     spec, files = build_job(GensynStrategy(seed=3), trainer, app.TinyNet(), None, app.TinyData())
     trainer.fit(app.TinyNet(), app.TinyData())
     local = executor.trace.roots
-    bundle = tmp_path / "bundle"
-    bundle.mkdir()
-    for name, data in files.items():
-        (bundle / name).write_bytes(data)
+    bundle = _unpack(files, tmp_path / "bundle")
     start = run_lightning(RunRequest(spec, bundle, tmp_path / "s0", end_step=0))
     assert start.trace.roots == local[:1]
     first = run_lightning(RunRequest(spec, bundle, tmp_path / "s1", end_step=2))
