@@ -11,6 +11,9 @@ from __future__ import annotations
 __all__ = ["BUILTIN_PLUGINS"]
 
 BUILTIN_PLUGINS: tuple[str, ...] = (
-    "plugins.builtin", "plugins.torch_executor", "plugins.lightning_executor",
+    "plugins.builtin",
+    "plugins.torch_executor",
+    "plugins.lightning_executor",
+    "plugins.hf_executor",
 )
 """Modules the face registers always, whatever autoload and the block list say."""

@@ -32,6 +32,7 @@ from transformers.trainer_callback import ExportableState
 
 from gensyn_integrations._hf.data import install_reproducible_sampler
 from gensyn_integrations._hf.settings import REE_FILE, check_role, resolve
+from gensyn_integrations.errors import ConfigError
 from ree._checkpoint import load_checkpoint, save_checkpoint
 from ree._determinism import apply_determinism, restore_determinism
 from ree._errors import CheckpointError, ReeConfigError, RootMismatchError
@@ -67,13 +68,17 @@ class GensynCallback(TrainerCallback, ExportableState):  # type: ignore[misc]
     ) -> None:
         """Record roots under the REE in the executor role.
 
+        In the client role the callback only carries the settings of the task that
+        ``GensynTrainer(callbacks=[GensynCallback(role="client")])`` posts; a
+        Trainer that would train here with it refuses to start.
+
         ``commit_interval``, ``mode`` and ``threads`` default to the gensyn config
         (``task.commit_interval``, ``ree.mode``, ``ree.threads``); ``seed`` defaults
         to the Trainer's ``args.seed``. ``resume_from`` names the checkpoint folder a
         resumed run starts from, when it is not ``output_dir/checkpoint-<step>``
         (``GensynTrainer.train`` sets it for you).
         """
-        self.role = check_role(role, "GensynCallback(role=...)")
+        self.role = check_role(role, "GensynCallback(role=...)", client=True)
         settings = resolve(commit_interval, mode, seed, threads)
         if settings.mode not in ("device", "strict"):
             raise ReeConfigError(f"REE mode {settings.mode!r} is not 'device' or 'strict'")
@@ -99,6 +104,13 @@ class GensynCallback(TrainerCallback, ExportableState):  # type: ignore[misc]
     # ------------------------------------------------------------------ training
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """Apply the REE, make the data order reproducible, and record (or resume) the trace."""
+        if self.role == "client":
+            raise ConfigError(
+                "GensynCallback(role='client') is in a Trainer that is about to train here; the "
+                "client role sends training to the network through GensynTrainer: use "
+                "GensynTrainer(..., callbacks=[GensynCallback(role='client')]), or role='executor'",
+                key="role", source="GensynCallback(role=...)",
+            )  # fmt: skip
         if self.mode == "strict":
             raise ReeConfigError(
                 "strict mode arrives with the strict operator set ([G]); use mode='device'"
@@ -175,6 +187,14 @@ class GensynCallback(TrainerCallback, ExportableState):  # type: ignore[misc]
                 self.trace.finish(self.step, self.capture().root)
             else:
                 self.trace.final = True
+        self.release()
+
+    def release(self) -> None:
+        """Remove the optimizer hook and undo the REE's process-wide settings (idempotent).
+
+        ``on_train_end`` calls it; so does whoever stops a run by raising, since the
+        Trainer then never calls ``on_train_end``.
+        """
         self._remove_hooks()
         if self._snapshot is not None:
             restore_determinism(self._snapshot)

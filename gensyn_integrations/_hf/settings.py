@@ -27,20 +27,20 @@ class ReeSettings:
     threads: int | None
 
 
-def check_role(role: object, where: str) -> str:
-    """Return ``role`` when it is the executor role, the one this build runs.
+def check_role(role: object, where: str, *, client: bool = False) -> str:
+    """Return ``role`` when ``where`` runs it: the executor role always, the client role if ``client``.
 
-    The client role (send the job to the network and load the verified weights
-    back) needs the network client of issue [D1]; until it lands, asking for it
-    is a clear error rather than a silent local run.
+    ``client`` is True for the classes that can send a job to the network
+    (``GensynTrainer``, ``GensynCallback`` as its settings); elsewhere asking for
+    the client role is a clear error rather than a silent local run.
     """
-    if role == "executor":
-        return role
+    if role == "executor" or (role == "client" and client):
+        return str(role)
     if role == "client":
         raise ConfigError(
-            f"{where}: role='client' sends training to the network, which needs the network "
-            "client (issue [D1]) that has not landed yet. Use role='executor' to train here "
-            "under the REE and record the trace.",
+            f"{where}: role='client' is not offered here: it sends training to the network "
+            "through GensynTrainer(role='client') (Transformers) or `gensyn launch --remote` "
+            "(Accelerate). Use role='executor' to train here under the REE and record the trace.",
             key="role",
             source=where,
         )

@@ -5,9 +5,13 @@ Why a subclass at all, when :class:`GensynCallback` alone works with a plain
 never sees the ``resume_from_checkpoint`` argument, nor can it choose the sampler
 before the Trainer builds its loader. The subclass does both, through the
 Trainer's own override points (``_get_train_sampler``, ``train``), and adds the
-callback when the user did not. It is also where the client role will live
-(DESIGN.md, "Framework submodules": ``train()`` sent to the network), so a
-script written against it runs unchanged on the client and on a solver.
+callback when the user did not. It is also where the client role lives
+(DESIGN.md, "Framework submodules": ``train()`` sent to the network, see
+:mod:`gensyn_integrations._hf.client`), so a script written against it runs
+unchanged on the client and on a solver.
+
+``train(resume_from_checkpoint=...)`` also takes a bare REE checkpoint file
+(``*.safetensors``): the form that crosses machines (:mod:`._hf.resume`).
 """
 
 from __future__ import annotations
@@ -21,25 +25,56 @@ from transformers import Trainer
 from transformers.trainer_utils import get_last_checkpoint
 
 from gensyn_integrations._hf.callback import GensynCallback
-from gensyn_integrations._hf.settings import check_role
-from ree._data import ReproducibleSampler
+from gensyn_integrations._hf.resume import has_weights, is_ree_file, resume_folder
+from gensyn_integrations._hf.settings import REE_FILE, check_role
+from gensyn_integrations.errors import ConfigError
+from ree._data import ReproducibleSampler, SeededDataset
 
 
 class GensynTrainer(Trainer):  # type: ignore[misc]
-    """A ``Trainer`` that records its trace under the REE (executor role; client role later)."""
+    """A ``Trainer`` that records its trace under the REE, or sends ``train()`` to the network.
+
+    ``role="executor"`` (the default) trains here under the REE and records the
+    trace. ``role="client"`` (or a ``GensynCallback(role="client")`` among the
+    callbacks) makes ``train()`` ship the job to the network, wait for the
+    verified result and load its weights into ``self.model``; :attr:`receipt`
+    then says what was bought. ``evaluate()`` and ``predict()`` run here.
+    """
 
     def __init__(
         self,
         *args: Any,
-        role: str = "executor",
+        role: str | None = None,
         commit_interval: int | None = None,
+        policy: str = "replicate:1",
+        budget: int = 10**18,
+        bond: int = 10**17,
+        challenge_window: int = 5,
+        timeout: float = 600.0,
         **kwargs: Any,
     ) -> None:
-        """Build the Trainer, adding ``GensynCallback(commit_interval=...)`` unless one is given."""
-        self.role = check_role(role, "GensynTrainer(role=...)")
+        """Build the Trainer, adding ``GensynCallback(role, commit_interval)`` unless one is given.
+
+        ``policy``, ``budget`` and ``bond`` (token base units), ``challenge_window``
+        (seconds of chain time) and ``timeout`` (seconds to wait) apply to the
+        task the client role posts.
+        """
+        given = [cb for cb in kwargs.get("callbacks") or () if isinstance(cb, GensynCallback)]
+        if role is None:
+            role = given[0].role if given else "executor"
+        self.role = check_role(role, "GensynTrainer(role=...)", client=True)
+        if given and given[0].role != self.role:
+            raise ConfigError(
+                f"GensynTrainer(role={self.role!r}) got GensynCallback(role={given[0].role!r}); "
+                "give the role once, or the same role to both",
+                key="role", source="GensynTrainer(...)",
+            )  # fmt: skip
+        self.policy, self.budget, self.bond = policy, budget, bond
+        self.challenge_window, self.timeout = challenge_window, timeout
+        self.receipt: Any = None
         super().__init__(*args, **kwargs)
         if self.gensyn_callback is None:
-            self.add_callback(GensynCallback(commit_interval=commit_interval))
+            self.add_callback(GensynCallback(role=self.role, commit_interval=commit_interval))
 
     @property
     def gensyn_callback(self) -> GensynCallback | None:
@@ -49,16 +84,41 @@ class GensynTrainer(Trainer):  # type: ignore[misc]
                 return cb
         return None
 
+    def _data_seed(self) -> int:
+        cb = self.gensyn_callback
+        seed = self.args.seed if cb is None or cb.seed is None else cb.seed
+        if self.args.data_seed is not None:
+            seed = self.args.data_seed
+        return int(seed)
+
     def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler[Any] | None:
         """The REE's sampler: an order that is a function of (data seed, epoch) alone."""
         dataset = self.train_dataset if train_dataset is None else train_dataset
         if dataset is None or not hasattr(dataset, "__len__"):
             return super()._get_train_sampler(train_dataset)
-        cb = self.gensyn_callback
-        seed = self.args.seed if cb is None or cb.seed is None else cb.seed
-        if self.args.data_seed is not None:
-            seed = self.args.data_seed
-        return ReproducibleSampler(len(dataset), seed=int(seed), shuffle=True)
+        return ReproducibleSampler(len(dataset), seed=self._data_seed(), shuffle=True)
+
+    def get_train_dataloader(self) -> Any:
+        """The Trainer's loader over a :class:`ree.SeededDataset`, as the Lightning path builds it.
+
+        Randomness inside ``__getitem__`` then comes from (data seed, epoch, index),
+        never from the training RNG or a worker id. ``datasets.Dataset`` objects are
+        left as they are: the Trainer prunes their columns by type.
+        """
+        ds: Any = self.train_dataset  # type: ignore[has-type]  # transformers is untyped here
+        wrap = (
+            isinstance(ds, torch.utils.data.Dataset)
+            and hasattr(ds, "__len__")
+            and not isinstance(ds, torch.utils.data.IterableDataset | SeededDataset)
+            and type(ds).__module__.partition(".")[0] != "datasets"
+        )
+        if not wrap:
+            return super().get_train_dataloader()
+        self.train_dataset: Any = SeededDataset(ds, seed=self._data_seed())
+        try:
+            return super().get_train_dataloader()
+        finally:
+            self.train_dataset = ds
 
     def train(
         self,
@@ -66,7 +126,22 @@ class GensynTrainer(Trainer):  # type: ignore[misc]
         *args: Any,
         **kwargs: Any,
     ) -> Any:
-        """Train here under the REE; a resumed run continues the checkpoint's trace."""
+        """Train here under the REE (executor), or on the network (client).
+
+        A resumed executor run continues the checkpoint's trace; the checkpoint
+        may be a ``checkpoint-N/`` folder or a bare REE checkpoint file.
+        """
+        if self.role == "client":
+            from gensyn_integrations._hf.client import train_remote
+
+            if resume_from_checkpoint not in (None, False):
+                raise ConfigError(
+                    "GensynTrainer(role='client').train() starts the job from the model's current "
+                    "weights; resume_from_checkpoint is not sent to the network. Load the weights "
+                    "into the model first, or resume with role='executor'",
+                    key="resume_from_checkpoint", source="GensynTrainer.train(...)",
+                )  # fmt: skip
+            return train_remote(self)
         path: str | os.PathLike[str] | None
         if resume_from_checkpoint is True:
             path = get_last_checkpoint(self.args.output_dir)
@@ -77,6 +152,28 @@ class GensynTrainer(Trainer):  # type: ignore[misc]
         else:
             path = resume_from_checkpoint
         cb = self.gensyn_callback
+        if path is not None and is_ree_file(path):
+            if cb is None:
+                raise ConfigError(
+                    "resuming from an REE checkpoint file needs a GensynCallback; "
+                    "leave GensynTrainer's own in place", key="callbacks", source="GensynTrainer(...)",
+                )  # fmt: skip
+            a = self.args
+            fields = {"train_batch_size": self._train_batch_size, "logging_steps": a.logging_steps,
+                      "eval_steps": a.eval_steps, "save_steps": a.save_steps}  # fmt: skip
+            path = resume_folder(
+                path, Path(a.output_dir) / "ree-resume", cb.commit_interval, fields
+            )
         if cb is not None and path is not None:
             cb.resume_from = Path(path)
         return super().train(str(path) if path is not None else None, *args, **kwargs)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        """The Trainer's model load, skipped for a folder that holds only the REE checkpoint.
+
+        ``GensynCallback.on_train_begin`` restores the model from it, checking its root.
+        """
+        folder = Path(resume_from_checkpoint)
+        if (folder / REE_FILE).is_file() and not has_weights(folder):
+            return
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
