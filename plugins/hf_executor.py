@@ -19,6 +19,10 @@ scheduler is always built for ``spec.steps``; a run that ends earlier
 stopped by a callback, and one that starts later resumes from the bare REE
 checkpoint (``GensynTrainer.train(resume_from_checkpoint=<.safetensors>)``).
 
+Each step's logged numbers (loss, learning rate, grad norm) are written beside
+the checkpoints as :data:`coordinator.tasks._results.METRICS_FILE`, so the
+solver's manifests carry them to the client's logs.
+
 The RunResult contract is the torch executor's: a trace covering
 ``start_step..steps_done`` with a root every ``root_every`` steps and one at the
 end, a checkpoint at ``start_step``, every ``checkpoint_every`` steps and at the
@@ -31,12 +35,15 @@ runs, never when the plugin is registered.
 
 from __future__ import annotations
 
+import json
+import math
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from coordinator.tasks import RunRequest, RunResult, TaskRunError, failure_digest
+from coordinator.tasks._results import METRICS_FILE
 from gensyn_integrations.hookspecs import hookimpl
 from plugins._code import call_entry, load_code_file
 from ree._trace import Trace
@@ -163,6 +170,7 @@ def _control_cls() -> type:
         def __init__(self, gensyn: Any, out: Path, end_step: int, every: int) -> None:
             self.gensyn, self.out, self.end_step, self.every = gensyn, out, end_step, every
             self.losses: list[float] = []
+            self.metrics: dict[int, dict[str, float]] = {}
             self.written: dict[int, Path] = {}
 
         def _save(self, global_step: int) -> None:
@@ -188,11 +196,29 @@ def _control_cls() -> type:
                 control.should_training_stop = True
 
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
-            """Keep each step's training loss."""
-            if logs and "loss" in logs:
-                self.losses.append(float(logs["loss"]))
+            """Keep each step's training loss, and its other logged numbers for the sidecar."""
+            if not logs or "loss" not in logs:
+                return  # the summary at the end of train() ("train_loss", runtime...)
+            self.losses.append(float(logs["loss"]))
+            row = self.metrics.setdefault(self.gensyn.step, {})
+            for k, v in logs.items():
+                if isinstance(v, int | float) and not isinstance(v, bool) and k != "epoch":
+                    row[str(k)] = float(v)
+            _write_metrics(self.out, self.metrics)
 
     return RunControl
+
+
+def _write_metrics(out: Path, metrics: Mapping[int, Mapping[str, float]]) -> None:
+    """The step metrics beside the checkpoints, which the solver's manifest carries to the client."""
+
+    def plain(v: float) -> float | str:
+        return v if math.isfinite(v) else ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf"))
+
+    doc = {
+        "steps": {str(s): {k: plain(v) for k, v in m.items()} for s, m in sorted(metrics.items())}
+    }
+    (out / METRICS_FILE).write_text(json.dumps(doc, sort_keys=True))
 
 
 def run_transformers(req: RunRequest) -> RunResult:

@@ -5,7 +5,10 @@ the shared road (:func:`gensyn_integrations._remote.run_remote`: the embedded
 devnet when no network is configured), waits for it to settle, and loads the
 final REE checkpoint (checked against the root committed on chain) into
 ``trainer.model``. ``trainer.state.global_step`` becomes the remote step count
-and ``trainer.receipt`` says what was bought. ``evaluate()`` and ``predict()``
+and ``trainer.receipt`` says what was bought. While the task runs, each remote
+step's logged numbers (loss, learning rate, grad norm; from the solver's
+progress manifests) go through ``trainer.log``, so they reach the Trainer's
+callbacks and loggers (``report_to``) and its ``state.log_history``. ``evaluate()`` and ``predict()``
 then run here, on those weights.
 """
 
@@ -38,6 +41,21 @@ class TrainerReceipt:
     losses: list[float] = field(default_factory=list)
 
 
+def _progress(trainer: Any) -> Any:
+    """Replay each remote step's metrics through ``trainer.log``: the Trainer's callbacks and loggers."""
+    seen: set[int] = set()
+
+    def update(steps_done: int, metrics: Any) -> None:
+        for step, row in sorted(metrics.items()):
+            if step in seen or not row:
+                continue
+            seen.add(step)
+            trainer.state.global_step = int(step)
+            trainer.log({k: float(v) for k, v in row.items()})
+
+    return update
+
+
 def train_remote(trainer: Any) -> Any:
     """Ship, post, wait, fetch, check and load: the whole remote ``train()``; returns a TrainOutput."""
     import torch
@@ -48,7 +66,8 @@ def train_remote(trainer: Any) -> Any:
 
     started = time.monotonic()
     spec, files = build_job(trainer)
-    res = run_remote(spec, files, frameworks=("torch", FRAMEWORK), timeout=trainer.timeout, who=WHO)
+    res = run_remote(spec, files, frameworks=("torch", FRAMEWORK), timeout=trainer.timeout, who=WHO,
+                     on_progress=_progress(trainer))  # fmt: skip
     with torch.no_grad():
         restore_state(res.checkpoint.tree, trainer.model, rng=False)
     steps = res.steps

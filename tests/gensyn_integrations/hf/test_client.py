@@ -53,6 +53,12 @@ def test_remote_train_returns_verified_weights_equal_to_a_local_executor_run(
     assert r.cost > r.fee_burned > 0
     assert out.global_step == client.state.global_step == 6
     assert out.metrics["gensyn_task_id"] == r.task_id
+    # each remote step's logged numbers went through trainer.log (the Trainer's loggers)
+    logged = {h["step"]: h for h in client.state.log_history if "loss" in h}
+    assert sorted(logged) == [1, 2, 3, 4, 5, 6]
+    assert all("learning_rate" in h for h in logged.values())
+    assert r.losses == [logged[s]["loss"] for s in range(1, 7)]
+    assert out.training_loss == pytest.approx(sum(r.losses) / 6)
     want, got = local.model.state_dict(), client.model.state_dict()
     assert want.keys() == got.keys()
     for k in want:
