@@ -81,10 +81,13 @@ def _slices(x: torch.Tensor, exp: torch.Tensor, top_first: bool) -> torch.Tensor
     # device (torch.round is an order of magnitude slower on CPUs), and sign-symmetric
     v = y.to(torch.int32)
     w = (v + _BIAS).bitwise_xor_(_BIAS).contiguous()
-    # (..., R, 4, K), low byte first
-    b = w.view(torch.int8).view(*x.shape, SLICES).transpose(-1, -2)
-    b = b.flip(-2) if top_first else b.contiguous()
-    return b.reshape(*x.shape[:-1], SLICES * k)
+    # byte j of each word (low byte first) goes to block j (or 3 - j) along K: one
+    # strided copy per slice, so the (..., R, 4K) layout costs a single pass
+    b = w.view(torch.int8).view(*x.shape, SLICES)
+    out = torch.empty((*x.shape[:-1], SLICES, k), dtype=torch.int8, device=x.device)
+    for j in range(SLICES):
+        out.select(-2, SLICES - 1 - j if top_first else j).copy_(b.select(-1, j))
+    return out.view(*x.shape[:-1], SLICES * k)
 
 
 def _row_exponents(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -157,8 +160,12 @@ def _diagonals_int8(a8: torch.Tensor, b8: torch.Tensor, k: int) -> list[torch.Te
 
 
 def _diagonals_int8_batched(a8: torch.Tensor, b8: torch.Tensor, k: int) -> list[torch.Tensor]:
-    """:func:`_diagonals_int8` for (B, M, 4K) and (B, N, 4K) slices: one GEMM per batch entry."""
+    """:func:`_diagonals_int8` for (B, M, 4K) and (B, N, 4K) slices: one GEMM per batch entry.
+
+    On CPUs each GEMM writes straight into its batch entry of the diagonal (no copy).
+    """
     batch, m, n = a8.shape[0], a8.shape[1], b8.shape[1]
+    direct = a8.device.type == "cpu" and SLICES * k <= INT32_K_LIMIT
     diags = []
     for d in range(SLICES):
         out = torch.empty(
@@ -166,29 +173,44 @@ def _diagonals_int8_batched(a8: torch.Tensor, b8: torch.Tensor, k: int) -> list[
             dtype=torch.int64 if (d + 1) * k > INT32_K_LIMIT else torch.int32,
             device=a8.device,
         )
+        lhs, rhs = a8[:, :, : (d + 1) * k], b8[:, :, (SLICES - 1 - d) * k :]
         for i in range(batch):
-            out[i] = _int_mm_exact(a8[i, :, : (d + 1) * k], b8[i, :, (SLICES - 1 - d) * k :])
+            if direct:
+                torch._int_mm(lhs[i], rhs[i].t(), out=out[i])
+            else:
+                out[i] = _int_mm_exact(lhs[i], rhs[i])
         diags.append(out)
     return diags
+
+
+def _row_scale(ea: torch.Tensor) -> torch.Tensor:
+    """The power of two that takes a :func:`_combine` sum of row exponent ``ea`` to its value.
+
+    D0 weighs ``2**(2*8*(SLICES-1))`` in fixed-point units of ``2**(ea-29) * 2**(eb-29)``;
+    the column's ``2**eb`` is the other scale.
+    """
+    return pow2_f64(ea - 2 * _FIXED_TOP + 2 * SLICE_BITS * (SLICES - 1))
 
 
 def _combine(
     diags: list[torch.Tensor], row_scale: torch.Tensor, col_scale: torch.Tensor
 ) -> torch.Tensor:
-    """``(D0*2^24 + D1*2^16 + D2*2^8 + D3) * row_scale * col_scale`` in float64.
+    """``(D0 + D1*2^-8 + D2*2^-16 + D3*2^-24) * row_scale * col_scale`` in float64.
 
     Each diagonal is an exact integer, so exact in float64; scaled by a power of
-    two it stays exact, and the sum is exact while it stays below 2**53, that is
-    for K below 2**16 (K * 2**36 bounds it). Beyond, the additions round, in this
-    fixed order, on every device alike. The two scalings are exact. (float64,
-    not int64: int64 kernels are several times slower on CPUs.) Two buffers are
-    reused for the four conversions: fresh large tensors cost page faults.
+    two it stays exact, and the sum is exact while it stays below 2**53 (in units
+    of 2**-24), that is for K below 2**16 (K * 2**36 bounds it). Beyond, the
+    additions round, in this fixed order, on every device alike; ``alpha * D`` is
+    exact, so a kernel that fuses it into the addition rounds the same. The two
+    scalings are exact. (float64, not int64: int64 kernels are several times
+    slower on CPUs.) Each diagonal is converted into a scratch buffer first: an
+    addition that promotes int32 itself is several times slower on CPUs.
     """
     t = torch.empty(diags[0].shape, dtype=torch.float64, device=diags[0].device)
-    t.copy_(diags[0]).mul_(float(1 << 24))
+    t.copy_(diags[0])
     scratch = torch.empty_like(t)
-    for d, weight in ((1, 1 << 16), (2, 1 << 8), (3, 1)):
-        t.add_(scratch.copy_(diags[d]), alpha=float(weight))
+    for d in range(1, SLICES):
+        t.add_(scratch.copy_(diags[d]), alpha=2.0 ** (-SLICE_BITS * d))
     return t.mul_(row_scale).mul_(col_scale)
 
 
@@ -258,8 +280,8 @@ def matmul64(
         diags = _diagonals_int8_batched(sa, sb, k)
     else:
         diags = _diagonals_float(sa.to(torch.float32), sb.to(torch.float32), k)
-    # value = T * 2^24 * 2^(ea-29) * 2^(eb-29)
-    return _combine(diags, pow2_f64(ea - 34), pow2_f64(eb.mT)), a_bad | b_bad.mT
+    # value = (D0 + D1*2^-8 + ...) * 2^24 * 2^(ea-29) * 2^(eb-29)
+    return _combine(diags, _row_scale(ea), pow2_f64(eb.mT)), a_bad | b_bad.mT
 
 
 def finish(total: torch.Tensor, bad: torch.Tensor) -> torch.Tensor:
@@ -300,7 +322,7 @@ def matmul_2d(a: torch.Tensor, b: torch.Tensor, epilogue: Epilogue | None = None
         ea, a_clean, a_bad = _row_exponents(a[rows])
         a_bad_all.append(a_bad)
         a8 = _slices(a_clean, ea, top_first=True)
-        row_scale = pow2_f64(ea - 34)
+        row_scale = _row_scale(ea)
         for c0 in range(0, n, bn):
             cols = slice(c0, min(n, c0 + bn))
             tile = _combine(_diagonals_int8(a8, b8[cols], k), row_scale, col_scale[:, cols])
