@@ -160,10 +160,11 @@ class TaskClient:
                 if Stage(d["stage"]) != Stage.RESOLVED and now > d["deadline"]:
                     self._record(tid, self.p.dispute_timeout(self.account, s["dispute"]).tx_hash)
         except ChainError as e:
-            if e.error not in ("TooEarly", "TooManyReopens", "WrongState"):
-                raise
             if e.error == "TooManyReopens":
                 self.reopen = False
+            elif e.error not in ("TooEarly", "WrongState") and SlotState(self.p.get_slot(tid, i)["state"]) == st:
+                raise
+            # else another party (the solver finalizing its own slot) moved the slot first: a race we lost
 
     def wait(self, task_id: int, *, timeout: float = 3600.0, poll: float = 1.0,
              on_poll: Callable[[], None] | None = None) -> Receipt:  # fmt: skip

@@ -52,8 +52,8 @@ class TinyData(pl.LightningDataModule):
 class FailingNet(TinyNet):
     """TinyNet whose training step raises at optimizer step ``fail_at`` (a deterministic user bug)."""
 
-    def __init__(self, fail_at: int = 3) -> None:
-        super().__init__()
+    def __init__(self, fail_at: int = 3, width: int = 16) -> None:
+        super().__init__(width)
         self.save_hyperparameters()
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:

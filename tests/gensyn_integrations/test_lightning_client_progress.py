@@ -142,3 +142,21 @@ def test_task_id_without_a_configured_network_says_what_to_configure() -> None:
     with pytest.raises(ConfigError, match=r"task_id=5.*network\.rpc_url.*GENSYN_NETWORK__RPC_URL.*keystore"):
         trainer.fit(app.TinyNet(), app.TinyData())
     assert strategy.receipt is None
+
+
+def test_a_task_still_running_at_the_timeout_says_where_its_escrow_is_and_how_to_re_attach() -> None:
+    from types import SimpleNamespace
+
+    from gensyn_integrations._remote import _unsettled
+
+    protocol = SimpleNamespace(get_task=lambda tid: {"p": {"budget": 3 * 10**18}})
+    account = SimpleNamespace(address="0x" + "ab" * 20)
+    real = SimpleNamespace(protocol=protocol, account=account, embedded=False)
+    msg = _unsettled(real, 5, 60, "GensynStrategy(role='client')")
+    assert "task 5 is not settled after 60s" in msg
+    assert "escrow (3 AI) stays in the task market" in msg
+    assert "GensynStrategy(task_id=5)" in msg
+    assert "`gensyn task cancel 5`, then `gensyn withdraw`" in msg
+    embedded = _unsettled(SimpleNamespace(**{**vars(real), "embedded": True}), 5, 60, "x")
+    assert "embedded devnet stops with this call" in embedded
+    assert "test tokens" in embedded
