@@ -8,11 +8,12 @@ reads them):
 * ``import``: the class lives in an installed distribution (site-packages, or an
   editable install such as ``lightning.pytorch.demos.boring_classes``); nothing
   ships and the solver imports it.
-* ``file``: the class lives in a top-level source file, a script run as
-  ``__main__`` or a module next to it; the file ships in the bundle root.
-* ``module``: the class lives in a module of a local (not installed) package;
-  the package's ``__init__.py`` files and the module ship with their layout
-  (``pkg/__init__.py``, ``pkg/models.py``).
+* ``file``: the class lives in a script run as ``__main__``; the file ships in
+  the bundle root and is loaded under a name of its own.
+* ``module``: the class lives in a local (not installed) module, top-level
+  (``mymodels.py`` next to the script) or in a package; the module and the
+  ``__init__.py`` of each package above it ship with their layout
+  (``pkg/__init__.py``, ``pkg/models.py``), and the solver imports it by name.
 
 Local modules the shipped files import (``from mymodels import Net`` beside a
 script, ``from .layers import Block`` in a package) ship too, found by reading
@@ -158,12 +159,14 @@ class CodeCollector:
         module = cls.__module__
         if installed(path, module):
             return {"import": module}
-        if module == "__main__" or "." not in module and path.name != "__init__.py":
+        if module == "__main__":  # a script: it ships as a file, loaded under a name of its own
             if not path.stem.isidentifier():
                 raise fix(what, f"its file {path.name!r} is not a Python module name", "rename the file")
             self._add(path.name, path, what)
-            self._follow(path, path.stem if module == "__main__" else module, False, what)
+            self._follow(path, path.stem, False, what)
             return {"file": path.name}
+        # any other module is imported by its own name from the bundle, so the classes that
+        # shipped files import from each other stay one class
         self._add_module(module, path, what)
         return {"module": module}
 
@@ -202,8 +205,4 @@ class CodeCollector:
                 continue
             if _root_of(file, name).joinpath(*name.split(".")) not in (file.with_suffix(""), file.parent):
                 continue  # not where an import of `name` would find it (a __main__ alias, a moved file)
-            if "." in name or file.name == "__init__.py":
-                self._add_module(name, file, what)
-            else:
-                self._add(file.name, file, what)
-                self._follow(file, name, False, what)
+            self._add_module(name, file, what)
