@@ -82,7 +82,8 @@ def run_metrics(result: RunResult) -> Metrics:
     out: Metrics = {}
     first = result.steps_done - len(result.losses) + 1
     for i, loss in enumerate(result.losses):
-        out[first + i] = {"loss": float(loss)}
+        if first + i >= 1:  # an executor that reported more losses than steps: keep the last ones
+            out[first + i] = {"loss": float(loss)}
     for folder in sorted({Path(p).parent for p in result.checkpoints.values()}):
         side = folder / METRICS_FILE
         if not side.is_file():
