@@ -15,5 +15,6 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "plugins.torch_executor",
     "plugins.lightning_executor",
     "plugins.hf_executor",
+    "plugins.accelerate_executor",
 )
 """Modules the face registers always, whatever autoload and the block list say."""

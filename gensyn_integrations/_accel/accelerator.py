@@ -18,6 +18,9 @@ When each part runs, and why there:
   accelerate's folder; ``load_state`` and :meth:`Accelerator.load_ree_checkpoint`
   restore from it and check the root. accelerate's own ``*.pkl`` files stay on
   the machine that wrote them (DESIGN.md, "Trust boundaries").
+* on a solver (``plugins.accelerate_executor`` sets :data:`._accel.run.RUN_ENV`),
+  the run request decides the REE settings, where the run starts (a bare REE
+  checkpoint) and where it stops (:mod:`gensyn_integrations._accel.run`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 import accelerate
 
 from gensyn_integrations._accel.data import TracedDataLoaderShard, sampler_of
+from gensyn_integrations._accel.run import ExecutorRun, RunComplete
 from gensyn_integrations._data import reproducible_loader
 from gensyn_integrations._hf.settings import REE_FILE, check_role, resolve
 from ree._checkpoint import load_checkpoint, save_checkpoint
@@ -59,6 +63,10 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
         passes to every rank. Every other argument goes to accelerate.
         """
         self.role = check_role(role, "Accelerator(role=...)")
+        self._run = ExecutorRun.from_env()
+        if self._run is not None:  # a solver's run: the task's settings win over the script's
+            commit_interval, mode = self._run.root_every, "device"
+            seed, threads = self._run.seed, self._run.threads
         settings = resolve(commit_interval, mode, seed, threads)
         if seed is None:
             from gensyn_integrations.config import load_config
@@ -82,6 +90,12 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
         self._snapshot: DeterminismSnapshot | None = apply_determinism(
             self.gensyn_mode, self.gensyn_seed, threads=settings.threads
         )
+        self._losses: list[float] = []  # one per optimizer step, in a solver's run
+        self._micro: list[float] = []
+        if self._run is not None:
+            import atexit
+
+            atexit.register(self._write_partial)
 
     # ------------------------------------------------------------------ prepare
     def prepare_data_loader(
@@ -106,7 +120,17 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
                 self._hooked.add(id(inner))
                 inner.register_step_pre_hook(self._before_step)
                 inner.register_step_post_hook(self._after_step)
+        run = self._run
+        ready = self._models and self._optimizers and self._schedulers and self._train_loader
+        if run is not None and run.start_checkpoint is not None and not run.loaded and ready:
+            self._start_run()  # everything the root covers is prepared: resume now
         return result
+
+    def backward(self, loss: Any, **kwargs: Any) -> None:
+        """accelerate's ``backward``; a solver's run also keeps the loss for the client's logs."""
+        if self._run is not None and hasattr(loss, "detach"):
+            self._micro.append(float(loss.detach()))
+        super().backward(loss, **kwargs)
 
     # ------------------------------------------------------------------ recording
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
@@ -116,6 +140,19 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
     def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self.gensyn_step += 1
         self._pending = True
+        if self._micro:
+            self._losses.append(sum(self._micro) / len(self._micro))
+            self._micro = []
+
+    def _gensyn_before_pass(self, loader: TracedDataLoaderShard) -> None:
+        run = self._run
+        if (
+            loader is self._train_loader
+            and run is not None
+            and run.start_checkpoint
+            and not run.loaded
+        ):
+            self._start_run()  # before the pass's order is drawn: it starts at the cursor
 
     def _gensyn_before_batch(self, loader: TracedDataLoaderShard) -> None:
         self._flush()
@@ -138,12 +175,70 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
 
     def _flush(self) -> None:
         """Take leaf 0 if it is missing, and the pending root if one is due."""
+        run = self._run
         if not self._trace.steps:
-            self._trace.start(self.capture().root)
+            if run is not None and run.start_checkpoint is not None and not run.loaded:
+                self._start_run()
+            else:
+                first = self.capture()
+                self._trace.start(first.root)
+                if run is not None:
+                    self._run_checkpoint(first)
         if self._pending:
             self._pending = False
+            tree: StateTree | None = None
             if self._trace.due(self.gensyn_step):
-                self._trace.record(self.gensyn_step, self.capture().root)
+                tree = self.capture()
+                self._trace.record(self.gensyn_step, tree.root)
+            if run is not None and self.gensyn_step % run.checkpoint_every == 0:
+                self._run_checkpoint(tree)
+        if run is not None and not run.done and self.gensyn_step >= run.end_step:
+            self._complete_run()
+
+    # ------------------------------------------------------------------ a solver's run
+    def _start_run(self) -> None:
+        """Resume the run request's start checkpoint, with a new trace from its step and root."""
+        run = self._run
+        assert run is not None
+        assert run.start_checkpoint is not None
+        run.loaded = True
+        self.load_ree_checkpoint(run.start_checkpoint, new_trace=True)
+        if self.gensyn_step != run.start_step:
+            raise RootMismatchError(
+                f"the start checkpoint is at step {self.gensyn_step}, not {run.start_step}"
+            )
+        self._run_checkpoint(None)
+
+    def _run_checkpoint(self, tree: StateTree | None) -> None:
+        run = self._run
+        assert run is not None
+        path = run.checkpoint_path(self.gensyn_step)
+        extra = {"step": self.gensyn_step, "cursor": dict(self.gensyn_cursor)}
+        save_checkpoint(path, tree if tree is not None else self.capture(), extra=extra)
+        run.checkpoints[self.gensyn_step] = str(path)
+
+    def _complete_run(self) -> None:
+        """The root of ``end_step`` is taken: close the trace, write the result, stop the script."""
+        run = self._run
+        assert run is not None
+        run.done = True
+        if not self._trace.final:
+            tree: StateTree | None = None
+            if self.gensyn_step != self._trace.num_steps:
+                tree = self.capture()
+                self._trace.finish(self.gensyn_step, tree.root)
+            else:
+                self._trace.final = True
+            if self.gensyn_step not in run.checkpoints:
+                self._run_checkpoint(tree)
+        run.write_result(self._trace, self.gensyn_step, self._losses)
+        raise RunComplete
+
+    def _write_partial(self) -> None:
+        """At exit, if the run stopped short of ``end_step``: what it did, for a failure commit."""
+        run = self._run
+        if run is not None and not run.done:
+            run.write_result(self._trace, self.gensyn_step, self._losses)
 
     @property
     def trace(self) -> Trace:
@@ -229,15 +324,25 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
             raise ReeConfigError(f"no checkpoint_<n> folder under {str(base)!r} to resume from")
         return max(folders, key=lambda p: int(p.name.split("_")[1]))
 
-    def load_ree_checkpoint(self, path: str | os.PathLike[str]) -> None:
+    def load_ree_checkpoint(self, path: str | os.PathLike[str], *, new_trace: bool = False) -> None:
         """Resume from an REE checkpoint alone: no pickles, so it may come from another machine.
 
         Restores the model, optimizer, scheduler, scaler, RNGs, trace and data cursor
         (call it after ``prepare``), puts the training loader at the cursor, and
-        checks that the live state hashes to the checkpoint's root.
+        checks that the live state hashes to the checkpoint's root. ``new_trace``
+        starts a new trace at the checkpoint's step and root (what a solver's
+        segment commits) instead of continuing the one in its extra JSON.
         """
         ck = load_checkpoint(path)
-        extra = ck.extra
+        extra = dict(ck.extra)
+        if new_trace:
+            trace = Trace(commit_interval=self._trace.commit_interval)
+            trace.start(ck.root, int(ck.tree.leaves["ree/step"]))
+            extra["trace"] = trace.to_json()
+            extra["step"] = int(ck.tree.leaves["ree/step"])
+            extra["cursor"] = {
+                k: int(ck.tree.leaves[f"data/{k}"]) for k in ("epoch", "index", "seed")
+            }
         if not isinstance(extra.get("trace"), dict):
             raise RootMismatchError(
                 f"{str(path)!r} carries no trace: it was not written by gensyn's Accelerator"

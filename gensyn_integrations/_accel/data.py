@@ -26,6 +26,8 @@ from ree._errors import NondeterminismError
 class BatchObserver(Protocol):
     """What a traced loader tells as it yields: the accelerator implements it."""
 
+    def _gensyn_before_pass(self, loader: TracedDataLoaderShard) -> None: ...
+
     def _gensyn_before_batch(self, loader: TracedDataLoaderShard) -> None: ...
 
     def _gensyn_after_pass(self, loader: TracedDataLoaderShard) -> None: ...
@@ -67,7 +69,8 @@ class TracedDataLoaderShard(DataLoaderShard):  # type: ignore[misc]
         return new
 
     def __iter__(self) -> Iterator[Any]:
-        """Yield accelerate's batches, telling the accelerator before each one."""
+        """Yield accelerate's batches, telling the accelerator before the pass and each batch."""
+        self._gensyn_observer._gensyn_before_pass(self)
         for batch in super().__iter__():
             self._gensyn_observer._gensyn_before_batch(self)
             yield batch

@@ -1,4 +1,9 @@
-"""``gensyn launch``: a drop-in for ``accelerate launch`` that reads gensyn.yaml."""
+"""``gensyn launch``: a drop-in for ``accelerate launch`` that reads gensyn.yaml.
+
+With ``--remote`` it is the client role instead: the script goes to the network
+(:mod:`gensyn_integrations._accel.remote`) and the verified final REE
+checkpoint comes back.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +22,8 @@ def register(commands: Commands) -> None:
         "reaches each rank as GENSYN_<SECTION>__<KEY> variables. accelerate itself refuses "
         "--config and unknown keys, which is why this command exists.",
         epilog="examples:\n  gensyn launch --config gensyn.yaml train.py --epochs 3\n"
-        "  gensyn launch --dry-run train.py        show the command and variables\n\n"
+        "  gensyn launch --dry-run train.py        show the command and variables\n"
+        "  gensyn launch --remote --steps 12 train.py --max-steps 12   train on the network\n\n"
         "exit status: the script's, or 2 for a bad config or a missing script.",
         formatter_class=Formatter,
     )
@@ -33,6 +39,28 @@ def register(commands: Commands) -> None:
         action="store_true",
         help="print the variables, the accelerate config and the command; run nothing",
     )
+    remote = parser.add_argument_group(
+        "client role",
+        "--remote sends SCRIPT to the network (the embedded devnet when network.rpc_url is not "
+        "set): a solver runs it on one rank and the verified final REE checkpoint comes back.",
+    )
+    remote.add_argument("--remote", action="store_true", help="run SCRIPT on the network")
+    remote.add_argument(
+        "--steps", type=int, default=0, metavar="N",
+        help="the task's optimizer steps (required with --remote; the script must run at least N)",
+    )  # fmt: skip
+    remote.add_argument(
+        "--result", default="gensyn-result.safetensors", metavar="PATH",
+        help="where the verified final REE checkpoint goes (default gensyn-result.safetensors)",
+    )  # fmt: skip
+    remote.add_argument(
+        "--ship", action="append", default=[], metavar="FILE",
+        help="a file the script reads from its working folder (repeatable)",
+    )  # fmt: skip
+    remote.add_argument(
+        "--timeout", type=float, default=600.0, metavar="S",
+        help="seconds to wait for the task to settle (default 600)",
+    )  # fmt: skip
     parser.add_argument("script", metavar="SCRIPT", help="the training script")
     parser.add_argument(
         "script_args", metavar="ARGS", nargs=argparse.REMAINDER, help="arguments for SCRIPT"
@@ -44,6 +72,8 @@ def _launch(ctx: Context) -> int:
     from gensyn_integrations._accel.launch import launch
 
     args = ctx.args
+    if args.remote:
+        return _launch_remote(ctx)
     return launch(
         args.launch_config or args.config,
         args.override,
@@ -52,3 +82,21 @@ def _launch(ctx: Context) -> int:
         args.script_args,
         dry_run=args.dry_run,
     )
+
+
+def _launch_remote(ctx: Context) -> int:
+    """Check the config and the script, send it to the network, write the verified checkpoint."""
+    from gensyn_integrations._accel.launch import prepare
+    from gensyn_integrations._accel.remote import launch_remote, print_receipt
+    from gensyn_integrations.errors import UsageError
+
+    args = ctx.args
+    if args.dry_run:
+        raise UsageError("--dry-run shows a local launch; it does not combine with --remote")
+    cfg, _ = prepare(args.launch_config or args.config, args.override, ctx.env, args.script)
+    receipt = launch_remote(
+        cfg, args.script, args.script_args, steps=args.steps, result=args.result,
+        ship=args.ship, timeout=args.timeout,
+    )  # fmt: skip
+    print_receipt(receipt)
+    return 0

@@ -1,0 +1,142 @@
+"""``gensyn launch --remote``: the client role for Accelerate scripts.
+
+A script written with ``from gensyn_integrations.accelerate import Accelerator``
+runs on the network unchanged::
+
+    gensyn launch --remote --steps 12 --config gensyn.yaml train.py --max-steps 12
+
+What travels (DESIGN.md, "Data flow", step 2): the script as source, its
+arguments, any file named with ``--ship`` (data the script reads from its working
+folder), and the task's REE settings from the config (``task.commit_interval``,
+``ree.seed``, ``ree.threads``; device mode). ``--steps`` is the task's number
+of optimizer steps: the solver's executor (``plugins.accelerate_executor``) runs
+the script on ONE rank and stops it when the root of that step is taken, so the
+script's own loop must run at least that far. The ``accelerate:`` section of the
+config (the local ranks) is not shipped.
+
+The client waits for the task to settle, downloads the final REE checkpoint,
+checked against the root committed on chain, and writes it to ``--result``
+(default ``gensyn-result.safetensors``): load it with
+``accelerator.load_ree_checkpoint(path)`` after ``prepare``, or read its
+``model/`` leaves with :func:`ree.load_checkpoint`. The receipt (task id, final
+root, cost, fee burned, solvers, transactions) is printed as JSON.
+
+A run on one rank equals a local ``python train.py ...`` run of the same script
+in the executor role (one process, the same ``GENSYN_*`` settings) bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from gensyn_integrations.config import GensynConfig
+from gensyn_integrations.errors import ConfigError, UsageError
+
+FRAMEWORK = "accelerate"
+WHO = "gensyn launch --remote"
+ENTRY = "plugins.accelerate_executor:script"  # the executor runs the script itself; never called
+
+
+@dataclass
+class LaunchReceipt:
+    """What a remote launch bought: ids, transactions, CIDs, the verified root, cost and solvers."""
+
+    task_id: int
+    transactions: list[str]
+    spec_cid: str
+    manifest_cids: list[str]
+    result_cids: list[str]
+    final_root: str
+    verified: bool
+    outcome: str
+    cost: int
+    fee_burned: int
+    solvers: list[str]
+    steps: int
+    result: str
+
+
+def build_job(
+    cfg: GensynConfig, script: str, script_args: Sequence[str], steps: int, ship: Sequence[str] = ()
+) -> tuple[Any, dict[str, bytes]]:
+    """The TaskSpec and bundle files of a remote launch; raises :class:`UsageError` for what cannot go."""
+    from coordinator.tasks import TaskSpec
+
+    path = Path(script)
+    if path.suffix != ".py" or not path.stem.isidentifier():
+        raise UsageError(
+            f"the training script {script!r} must be a .py file whose name is a Python module "
+            "name, to travel as source; rename it"
+        )
+    if steps < 1:
+        raise UsageError(
+            f"--steps {steps}: a remote launch runs a fixed number of optimizer steps; pass --steps N"
+        )
+    if cfg.ree.mode != "device":
+        raise ConfigError(
+            f"ree.mode={cfg.ree.mode!r}: the accelerate executor runs mode 'device'",
+            key="ree.mode",
+            source=WHO,
+        )
+    files = {path.name: path.read_bytes()}
+    data: list[str] = []
+    for item in ship:
+        p = Path(item)
+        if not p.is_file():
+            raise UsageError(f"--ship {item!r} is not a file; name each file the script reads")
+        if p.name in files:
+            raise UsageError(f"--ship {item!r}: a file named {p.name!r} is already in the job")
+        files[p.name] = p.read_bytes()
+        data.append(p.name)
+    code = sorted(n for n in files if n.endswith(".py"))
+    init_args = {"script": path.name, "argv": [str(a) for a in script_args],
+                 "threads": int(cfg.ree.threads or 1)}  # fmt: skip
+    spec = TaskSpec(
+        entry=ENTRY, code=tuple(code), framework=FRAMEWORK, init_args=init_args,
+        data=tuple(sorted(n for n in data if not n.endswith(".py"))), steps=int(steps),
+        seed=int(cfg.ree.seed), ree_mode="device", commit_interval=int(cfg.task.commit_interval),
+        policy="replicate:1", budget=int(cfg.task.budget), bond=int(cfg.task.bond),
+        claim_window=600, work_window=600, reveal_window=600, challenge_window=5,
+    )  # fmt: skip
+    return spec, files
+
+
+def launch_remote(
+    cfg: GensynConfig,
+    script: str,
+    script_args: Sequence[str],
+    *,
+    steps: int,
+    result: str | Path = "gensyn-result.safetensors",
+    ship: Sequence[str] = (),
+    timeout: float = 600.0,
+) -> LaunchReceipt:
+    """Ship the script, wait for the verified result, write the final checkpoint to ``result``."""
+    from gensyn_integrations._remote import run_remote
+    from ree._checkpoint import save_checkpoint
+
+    spec, files = build_job(cfg, script, script_args, steps, ship)
+    res = run_remote(spec, files, frameworks=("torch", FRAMEWORK), timeout=timeout, who=WHO,
+                     config=cfg)  # fmt: skip
+    dest = Path(result)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # the downloaded file went with the call's scratch folder: write the checked tree again
+    save_checkpoint(dest, res.checkpoint.tree, extra=res.checkpoint.extra)
+    r = res.receipt
+    return LaunchReceipt(
+        task_id=res.task_id, transactions=res.transactions, spec_cid=r.spec_cid,
+        manifest_cids=[s.manifest_cid for s in r.slots], result_cids=[s.result_cid for s in r.slots],
+        final_root=r.final_root, verified=True, outcome=r.outcome, cost=r.paid + r.fee_burned,
+        fee_burned=r.fee_burned, solvers=[s.solver for s in r.slots], steps=res.steps,
+        result=str(dest),
+    )  # fmt: skip
+
+
+def print_receipt(receipt: LaunchReceipt) -> None:
+    """The receipt as one JSON line on stdout."""
+    sys.stdout.write(json.dumps(asdict(receipt), sort_keys=True) + "\n")
