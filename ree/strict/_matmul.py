@@ -5,7 +5,7 @@ largest binary exponent ``e`` (read from the float bits of the row maximum), as
 the integer ``v = trunc(x * 2**(29 - e))``, |v| < 2**30, and cut into four
 byte slices ``s0 .. s3`` (top first): ``v = s0*2**24 + s1*2**16 + s2*2**8 + s3``
 with s1..s3 in [-128, 127] and s0 in [-64, 64]. The slices are the bytes of
-``(v + 0x808080) ^ 0x808080``: the bias makes the low bytes balanced (zero-mean),
+``(v + 0x808080) ^ 0x808080``, read as signed bytes: the bias makes the low bytes balanced (zero-mean),
 so the error of the dropped products does not grow linearly with K. The product
 keeps the ten slice products with ``p + q <= 3``. Products on one anti-diagonal
 ``d = p + q`` share a power of two, so they are one GEMM over the slices laid
@@ -29,12 +29,11 @@ error against float64.
 
 Non-finite inputs: an output whose row of ``A`` or column of ``B`` holds an inf or
 a nan is nan (IEEE would sometimes give inf; strict mode picks one answer).
-Byte slicing reads int32 bytes little-endian, as every supported CPU and GPU is.
+Slices are cut with integer shifts of whole words, so byte order plays no part.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 
 import torch
@@ -52,10 +51,6 @@ FLOAT_K_LIMIT = (2**24) // _MAX_PRODUCT  # 1024
 ENGINES = ("auto", "int8", "float")
 # elements of an A row block and of an output tile: small enough to stay in cache
 _TILE_ELEMS = 1 << 20
-
-if sys.byteorder != "little":  # pragma: no cover - no big-endian torch device exists
-    raise ImportError("ree.strict's byte slicing assumes a little-endian host")
-
 
 def _pow2_f32(k: torch.Tensor) -> torch.Tensor:
     """``2.0**k`` in float32 from bits, for integer ``k`` in [-126, 127]."""
@@ -81,12 +76,18 @@ def _slices(x: torch.Tensor, exp: torch.Tensor, top_first: bool) -> torch.Tensor
     # device (torch.round is an order of magnitude slower on CPUs), and sign-symmetric
     v = y.to(torch.int32)
     w = (v + _BIAS).bitwise_xor_(_BIAS).contiguous()
-    # byte j of each word (low byte first) goes to block j (or 3 - j) along K: one
-    # strided copy per slice, so the (..., R, 4K) layout costs a single pass
-    b = w.view(torch.int8).view(*x.shape, SLICES)
+    # byte j of w, read as a signed byte, is slice 3 - j: shifting it to the top and
+    # back (arithmetically) gives it in [-128, 127], which int8 holds exactly. The
+    # shifts run on whole contiguous int32 words (no byte-strided copies).
     out = torch.empty((*x.shape[:-1], SLICES, k), dtype=torch.int8, device=x.device)
+    tmp = torch.empty(x.shape, dtype=torch.int32, device=x.device)
+    top = 32 - SLICE_BITS
     for j in range(SLICES):
-        out.select(-2, SLICES - 1 - j if top_first else j).copy_(b.select(-1, j))
+        if j == SLICES - 1:
+            torch.bitwise_right_shift(w, top, out=tmp)
+        else:
+            torch.bitwise_left_shift(w, top - SLICE_BITS * j, out=tmp).bitwise_right_shift_(top)
+        out.select(-2, SLICES - 1 - j if top_first else j).copy_(tmp)
     return out.view(*x.shape[:-1], SLICES * k)
 
 
