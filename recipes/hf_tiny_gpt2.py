@@ -11,11 +11,20 @@ simplest and most portable one. Run it (about 15 s on a laptop CPU)::
 
 The last line printed is the trace as JSON (``ree.Trace.from_json`` reads it):
 the resumed run prints the same roots as the uninterrupted one.
+
+``--remote`` runs the same job in the client role: ``GensynTrainer(role=
+"client").train()`` sends it to the network (the embedded devnet when none is
+configured), loads the verified weights into the model and prints the receipt
+as the last line; its ``final_root`` equals the last root of a local run::
+
+    python recipes/hf_tiny_gpt2.py --max-steps 4 --remote
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import re
 import sys
@@ -65,8 +74,9 @@ def build(
     commit_interval: int = 1,
     seed: int = 0,
     plain_trainer: bool = False,
+    remote: bool = False,
 ) -> tuple[Any, GensynCallback]:
-    """The Trainer and its GensynCallback, ready for ``train()``."""
+    """The Trainer and its GensynCallback, ready for ``train()`` (on the network if ``remote``)."""
     dataset = Blocks(CORPUS.read_text(encoding="utf-8"))
     config = GPT2Config(
         vocab_size=len(dataset.vocab) + 2,
@@ -97,7 +107,8 @@ def build(
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
-    callback = GensynCallback(commit_interval=commit_interval, mode="device", threads=1)
+    role = "client" if remote else "executor"
+    callback = GensynCallback(role=role, commit_interval=commit_interval, mode="device", threads=1)
     cls = Trainer if plain_trainer else GensynTrainer
     trainer = cls(model=model, args=args, train_dataset=dataset, callbacks=[callback])
     return trainer, callback
@@ -114,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plain-trainer", action="store_true", help="Trainer + GensynCallback")
     p.add_argument("--resume", default=None, help="a checkpoint-N folder to resume from")
+    p.add_argument("--remote", action="store_true", help="train on the network (client role)")
     a = p.parse_args(argv)
     trainer, callback = build(
         a.output_dir,
@@ -123,7 +135,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         commit_interval=a.commit_interval,
         seed=a.seed,
         plain_trainer=a.plain_trainer,
+        remote=a.remote,
     )
+    if a.remote:
+        trainer.train()
+        sys.stdout.write(json.dumps(dataclasses.asdict(trainer.receipt), sort_keys=True) + "\n")
+        return 0
     if a.resume and a.plain_trainer:
         callback.resume_from = Path(a.resume)
     trainer.train(resume_from_checkpoint=a.resume)

@@ -251,3 +251,21 @@ def test_roles_are_chosen_once_and_the_client_role_never_trains_here(tmp_path: P
     with pytest.raises(ConfigError, match=r"about to train here.*GensynTrainer"):
         plain.train()
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_the_recipe_ships_as_it_is_with_remote(tmp_path: Path) -> None:
+    import importlib.util
+
+    from gensyn_integrations._hf.ship import build_job
+
+    path = Path(__file__).resolve().parents[3] / "recipes" / "hf_tiny_gpt2.py"
+    spec = importlib.util.spec_from_file_location("hf_tiny_gpt2", path)
+    assert spec is not None
+    assert spec.loader is not None
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    trainer, callback = recipe.build(str(tmp_path), max_steps=4, commit_interval=2, remote=True)
+    assert trainer.role == callback.role == "client"
+    task, files = build_job(trainer)
+    assert (task.steps, task.commit_interval, task.init_args["args"]["warmup_steps"]) == (4, 2, 2)
+    assert task.data[0] in files
