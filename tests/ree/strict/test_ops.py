@@ -407,3 +407,25 @@ def test_logsumexp_matches_float64() -> None:
     want = [torch.logsumexp(x.double(), 1), torch.logsumexp(x.double(), (0, 2), keepdim=True)]
     for a, b in zip(got, want, strict=True):
         assert int(ulps(a, b.to(F32)).max()) <= 1
+
+
+@pytest.mark.parametrize("name", ["exp", "expm1"])
+def test_exp_fast_path_gives_the_bits_of_the_general_path(name: str) -> None:
+    """exp and expm1 skip their special-value selections on clean input: the same bits either way."""
+    from ree.strict import _transcend as tr
+
+    fn = getattr(tr, name)
+    g = torch.Generator().manual_seed(5)
+    x = torch.cat(
+        [
+            torch.rand(5000, generator=g, dtype=torch.float64) * -720.0,  # some below EXP_MIN
+            torch.randn(5000, generator=g, dtype=torch.float64) * 30.0,
+            torch.tensor([0.0, -0.0, tr.EXP_MIN, -1e-300, 699.9], dtype=torch.float64),
+        ]
+    )
+    # a nan (and a value above the fast range) sends the whole call down the general path
+    slow = fn(torch.cat([x, torch.tensor([math.nan, 705.0], dtype=torch.float64)]))[:-2]
+    fast = fn(x)
+    assert torch.equal(fast.view(torch.int64), slow.view(torch.int64))
+    above = fn(x[x >= tr.EXP_MIN])
+    assert torch.equal(above.view(torch.int64), slow[x >= tr.EXP_MIN].view(torch.int64))
