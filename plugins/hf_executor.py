@@ -275,7 +275,7 @@ def _trainer(req: RunRequest, model: Any, dataset: Any, get: Any, root_every: in
 
     spec = req.spec
     extra = dict(get("args") or {})
-    clash = sorted(set(extra) & {"max_steps", "per_device_train_batch_size", "seed",
+    clash = sorted(set(extra) & {"output_dir", "max_steps", "per_device_train_batch_size", "seed",
                                  "gradient_accumulation_steps", "max_grad_norm", *_FIXED_ARGS})  # fmt: skip
     if clash:
         raise TaskRunError(f"entry {spec.entry!r} sets {clash} in 'args'; the TaskSpec and the "

@@ -10,6 +10,7 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 import torch  # noqa: E402
 from torch.utils.data import Dataset  # noqa: E402
+from transformers import GPT2LMHeadModel  # noqa: E402
 
 VOCAB, BLOCK = 48, 8
 
@@ -29,6 +30,22 @@ class Tokens(Dataset[dict[str, torch.Tensor]]):
         """Block ``i`` as a causal-LM example."""
         x = self.data[int(i)]
         return {"input_ids": x, "labels": x.clone()}
+
+
+class Bomb(GPT2LMHeadModel):  # type: ignore[misc]
+    """A GPT-2 whose third training forward raises: user code failing, the same way everywhere."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.calls = 0
+
+    def forward(self, input_ids: Any = None, labels: Any = None, **kwargs: Any) -> Any:
+        """GPT-2's forward, until the third call in training mode."""
+        if self.training:
+            self.calls += 1
+            if self.calls == 3:
+                raise ValueError("boom in the third forward")
+        return super().forward(input_ids=input_ids, labels=labels, **kwargs)
 
 
 def model(seed: int = 0) -> Any:

@@ -112,6 +112,30 @@ def test_the_executor_runs_segments_a_referee_step_and_a_verifier_interval_to_th
     assert not torch.are_deterministic_algorithms_enabled()
 
 
+def test_a_model_class_from_a_source_file_ships_and_its_failure_is_committed(
+    tmp_path: Path,
+) -> None:
+    from coordinator.tasks import RunRequest, failure_digest
+    from gensyn_integrations._hf.ship import build_job
+    from plugins.hf_executor import run_transformers
+
+    bomb = app.Bomb(app.model().config)
+    spec, files = build_job(_client(tmp_path / "c", model=bomb))
+    assert spec.code == ("client_app.py",)
+    assert spec.init_args["model"]["class"] == {"file": "client_app.py", "qualname": "Bomb"}
+    assert spec.init_args["model"]["config_class"] == {"transformers": "GPT2Config"}
+    res = run_transformers(
+        RunRequest(spec, _bundle(files, tmp_path / "b"), tmp_path / "o", end_step=4)
+    )
+    assert res.failed
+    assert res.steps_done == 2
+    assert res.error_type == "ValueError"
+    assert "boom in the third forward" in res.traceback
+    assert res.final_root == res.trace.roots[-1] == failure_digest(3)
+    assert res.trace.steps == [0, 2]
+    assert not torch.are_deterministic_algorithms_enabled()  # the REE's settings were undone
+
+
 # ---------------------------------------------------------------------- what cannot ship
 
 
