@@ -32,8 +32,8 @@ contracts-check: $(STAMP)/npm  ## recompile the Solidity sources and fail if the
 contracts: $(STAMP)/npm  ## recompile the Solidity sources into contracts/artifacts
 	node contracts/compile.js
 
-demo: setup  ## the main job on the embedded devnet, then the REE's replay, spot check and tamper checks
-	$(PY) recipes/torch_regression.py
+demo: setup  ## a Lightning digits classifier trained on the embedded devnet, then the REE's replay, spot check and tamper checks
+	$(PY) recipes/lightning_mnist.py
 	$(PY) -m gensyn_integrations.demo
 
 lint: setup  ## ruff and mypy
