@@ -240,15 +240,16 @@ class GensynCallback(TrainerCallback, ExportableState):  # type: ignore[misc]
                 "cursor": dict(self.cursor),
                 "root": tree.root,
             }
+        return {"args": self.init_args(), "attributes": {SAVED_KEY: saved}}
+
+    def init_args(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this callback's settings."""
         return {
-            "args": {
-                "role": self.role,
-                "commit_interval": self.commit_interval,
-                "mode": self.mode,
-                "seed": self.seed,
-                "threads": self.threads,
-            },
-            "attributes": {SAVED_KEY: saved},
+            "role": self.role,
+            "commit_interval": self.commit_interval,
+            "mode": self.mode,
+            "seed": self.seed,
+            "threads": self.threads,
         }
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

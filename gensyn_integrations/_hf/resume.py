@@ -44,12 +44,15 @@ def resume_folder(
     dest: str | os.PathLike[str],
     commit_interval: int,
     state_fields: dict[str, Any] | None = None,
+    callback_args: dict[str, Any] | None = None,
 ) -> Path:
     """Write a ``checkpoint-<step>/`` folder under ``dest`` that resumes from ``ree_file``.
 
     ``state_fields`` go into the ``TrainerState`` as they are (the run's
     ``train_batch_size``, ``logging_steps``..., which the Trainer compares with
-    its arguments on resume).
+    its arguments on resume). ``callback_args`` are the ``GensynCallback``'s
+    constructor arguments, which a Trainer with
+    ``restore_callback_states_from_checkpoint=True`` rebuilds it from.
 
     The trace continues the one in the checkpoint's extra JSON when it has one
     with this ``commit_interval``; otherwise a new trace starts at the
@@ -79,9 +82,8 @@ def resume_folder(
     saved: dict[str, Any] = {"trace": trace.to_json(), "step": step, "cursor": cursor,
                              "root": ck.root}  # fmt: skip
     state = TrainerState(global_step=step, **(state_fields or {}))
-    state.stateful_callbacks = {
-        "GensynCallback": {"args": {}, "attributes": {"_gensyn_saved": saved}}
-    }
+    entry = {"args": dict(callback_args or {}), "attributes": {"_gensyn_saved": saved}}
+    state.stateful_callbacks = {"GensynCallback": entry}
     state.save_to_json(str(folder / STATE_FILE))
     return folder
 

@@ -161,9 +161,8 @@ class GensynTrainer(Trainer):  # type: ignore[misc]
             a = self.args
             fields = {"train_batch_size": self._train_batch_size, "logging_steps": a.logging_steps,
                       "eval_steps": a.eval_steps, "save_steps": a.save_steps}  # fmt: skip
-            path = resume_folder(
-                path, Path(a.output_dir) / "ree-resume", cb.commit_interval, fields
-            )
+            where = Path(a.output_dir) / "ree-resume"
+            path = resume_folder(path, where, cb.commit_interval, fields, cb.init_args())
         if cb is not None and path is not None:
             cb.resume_from = Path(path)
         return super().train(str(path) if path is not None else None, *args, **kwargs)
