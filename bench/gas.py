@@ -14,6 +14,7 @@ import os
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -42,6 +43,41 @@ def step_leaves(interval: int, wrong: bool) -> list[bytes]:
     return [state(t, wrong) for t in range(interval * CI, min((interval + 1) * CI, STEPS) + 1)]
 
 
+def availability(p: Protocol, client: Any, solver: Any, verifier: Any, rec: Any) -> None:
+    """Demand and serve a checkpoint on chain: a 4-leaf state and a 64 KiB one; then a withheld one."""
+    import torch
+
+    from coordinator.dispute import state_encodings, trace_tree
+    from ree import StateTree
+
+    for label, numel in (("4 leaves, 96 B of tensors", 8), ("4 leaves, 64 KiB of tensors", 8192)):
+
+        def state(step: int, numel: int = numel) -> StateTree:
+            return StateTree({"ree/step": step, "data/index": step,
+                              "model/a": torch.full((numel,), float(step)), "model/b": torch.ones(numel)})  # fmt: skip
+
+        roots = [state(s).root_bytes for s in (0, 2, 4)]
+        tree = trace_tree(roots)
+        params = TaskParams(spec_cid="bafkreispec", budget=E18, initial_root=roots[0], commit_interval=2,
+                            total_steps=4, bond=100 * E18)  # fmt: skip
+        tid = p.post_task(client, params).value
+        assert tid is not None
+        p.claim(solver, tid)
+        rv = Reveal(tree.root, 4, roots[-1], "bafkman", "bafkres")
+        p.commit(solver, tid, 0, rv)
+        p.reveal(solver, tid, 0, rv, tree.proof(2).siblings)
+        rec(f"demand checkpoint ({label})", p.demand_checkpoint(verifier, tid, 0, 1))
+        if numel == 8:
+            rec(f"serve checkpoint ({label})",
+                p.serve_checkpoint(solver, tid, 0, state_encodings(state(2)), tree.proof(1).siblings))  # fmt: skip
+            p.demand_checkpoint(verifier, tid, 0, 2)
+            p.client.advance_time(3601)
+            rec("data timeout (withheld: slash, refund)", p.data_timeout(verifier, tid, 0))
+        else:
+            rec(f"serve checkpoint ({label})",
+                p.serve_checkpoint(solver, tid, 0, state_encodings(state(2)), tree.proof(1).siblings))  # fmt: skip
+
+
 def main() -> None:
     c = ChainClient.in_process()
     gov = c.funder
@@ -66,6 +102,7 @@ def main() -> None:
     r = p.post_task(client, params)
     rec("post task", r)
     tid = r.value
+    assert tid is not None
     rec("claim", p.claim(solver, tid))
     rv = Reveal(wtree.root, STEPS, wrong_leaves[-1], "bafkman", "bafkres")
     rec("commit", p.commit(solver, tid, 0, rv))
@@ -82,6 +119,7 @@ def main() -> None:
     )
     rec("challenge (opens the dispute)", r)
     did = r.value
+    assert did is not None
     rounds: list[tuple[str, int]] = []
     while True:
         d = p.get_dispute(did)
@@ -114,11 +152,16 @@ def main() -> None:
         else:
             break
     d = p.get_dispute(did)
-    rec("rule (first verdict)", p.rule(referee, did, False))
+    rec(
+        "post op inputs (the disputed op's inputs CID)",
+        p.post_op_inputs(challenger, did, 41, "bafkinputs"),
+    )
+    rec("rule op (first verdict, names the first bad op)", p.rule_op(referee, did, False, 41))
     c.advance_time(601)
     rec("dispute timeout (verdict final, slash, settle)", p.dispute_timeout(gov, did))
     rec("withdraw (market credit)", p.withdraw(client))
     rec("withdraw slash credit", p.withdraw_slash_credit(challenger))
+    availability(p, client, solver, challenger, rec)
 
     print(
         f"gas per action (py-evm, solc 0.8.37, optimizer 200 runs, cancun)\n{'action':<50} {'gas':>10}"

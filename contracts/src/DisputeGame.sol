@@ -15,9 +15,13 @@ import {IDisputeGame, IStaking, ITaskMarket, Outcome} from "./IProtocol.sol";
 /// Level 2: inside the first disputed interval, each party commits a tree of step
 /// roots whose first leaf is the agreed interval start and whose last leaf is its own
 /// committed interval end, and they bisect again. Level 3: both post the CID and root
-/// of their operator trace for the disputed step; a referee drawn from the staking
-/// pool after that rules, by transaction or by an EIP-712 signature bound to chain id,
-/// contract, dispute id and a deadline. The loser may appeal once to a second referee;
+/// of their operator trace for the disputed step (the canonical JSON of ree.optrace,
+/// stored under a CID, and the Merkle root over its records); a referee drawn from the
+/// staking pool after that rules, by transaction or by an EIP-712 signature bound to
+/// chain id, contract, dispute id and a deadline. While the referee works, either party
+/// may name the CID of the disputed op's inputs (postOpInputs, no round, no deadline);
+/// the referee checks them against both traces, re-executes that one op, and its
+/// ruling (ruleOp) names the first bad op on chain. The loser may appeal once to a second referee;
 /// a first referee proven wrong is slashed, and so is any referee that misses its deadline.
 ///
 /// Every move has a deadline and a missed deadline loses. Rounds (moves of the parties):
@@ -66,6 +70,7 @@ contract DisputeGame is Governed, EIP712, IDisputeGame {
         bytes32 ansC;
         bytes32 opRootD;
         bytes32 opRootC;
+        uint64 badOp; // the first bad op the last ruling named, plus one (0: none named)
         address referee;
         uint256 refereeBond;
         address firstReferee;
@@ -111,6 +116,8 @@ contract DisputeGame is Governed, EIP712, IDisputeGame {
     event RefereeDrawn(uint256 indexed disputeId, address indexed referee, uint64 deadline);
     event RefereeSlashed(uint256 indexed disputeId, address indexed referee, uint256 amount);
     event Ruled(uint256 indexed disputeId, address indexed referee, bool defenderWins, bool appeal);
+    event OpInputsPosted(uint256 indexed disputeId, address indexed party, uint64 op, string cid);
+    event RuledOp(uint256 indexed disputeId, address indexed referee, uint64 op);
     event Appealed(uint256 indexed disputeId, address indexed by);
     event Resolved(uint256 indexed disputeId, Outcome outcome, uint32 rounds);
 
@@ -235,7 +242,27 @@ contract DisputeGame is Governed, EIP712, IDisputeGame {
 
     /// @notice The referee rules by transaction.
     function rule(uint256 id, bool defenderWins) external {
-        Dispute storage d = _stage(id, Stage.Ruling);
+        _rule(id, defenderWins);
+    }
+
+    /// @notice The referee rules and names the first bad operator of the disputed step.
+    function ruleOp(uint256 id, bool defenderWins, uint64 op) external {
+        Dispute storage d = _rule(id, defenderWins);
+        d.badOp = op + 1;
+        emit RuledOp(id, msg.sender, op);
+    }
+
+    /// @notice A party names the CID of the inputs of op `op` (the first op where the two
+    /// traces part) for the referee; the referee checks every input against both traces.
+    function postOpInputs(uint256 id, uint64 op, string calldata cid) external {
+        Dispute storage d = _disputes[id];
+        if (d.stage != Stage.Ruling && d.stage != Stage.AwaitReferee) revert WrongStage(id, d.stage);
+        if (msg.sender != d.defender && msg.sender != d.challenger) revert NotParty(msg.sender);
+        emit OpInputsPosted(id, msg.sender, op, cid);
+    }
+
+    function _rule(uint256 id, bool defenderWins) internal returns (Dispute storage d) {
+        d = _stage(id, Stage.Ruling);
         if (msg.sender != d.referee) revert NotReferee(msg.sender, d.referee);
         if (block.timestamp > d.deadline) revert TooLate(block.timestamp, d.deadline);
         _verdict(id, d, defenderWins);

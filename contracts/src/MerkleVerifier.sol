@@ -41,4 +41,24 @@ library MerkleVerifier {
         (bytes32 h, bool ok) = computeRoot(leaf, index, n, siblings);
         return ok && h == root;
     }
+
+    /// @notice The root of the tree whose leaf hashes are sha256 of `encodings` (a state tree:
+    /// each encoding is a canonical state leaf, DESIGN.md "The state schema"). Empty: bytes32(0).
+    function rootOfEncodings(bytes[] calldata encodings) internal pure returns (bytes32) {
+        uint256 width = encodings.length;
+        if (width == 0) return bytes32(0);
+        bytes32[] memory level = new bytes32[](width);
+        for (uint256 i; i < width; ++i) {
+            level[i] = sha256(abi.encodePacked(bytes1(0x00), uint64(i), sha256(encodings[i])));
+        }
+        while (width > 1) {
+            uint256 half = (width + 1) >> 1;
+            for (uint256 i; i < width >> 1; ++i) {
+                level[i] = sha256(abi.encodePacked(bytes1(0x01), level[2 * i], level[2 * i + 1]));
+            }
+            if (width & 1 == 1) level[half - 1] = level[width - 1]; // promoted unchanged
+            width = half;
+        }
+        return level[0];
+    }
 }

@@ -17,6 +17,17 @@ import {IBurnableToken, IDisputeGame, IStaking, ITaskMarket, Outcome} from "./IP
 /// challenge window, slashed after a missed deadline or a lost dispute, or
 /// refunded when nobody claimed it. Money only ever moves into a credit, which
 /// its owner withdraws (credit-then-withdraw).
+///
+/// Availability (issue #6): a solver keeps its checkpoints available until its
+/// slot settles. During the challenge window a staked verifier may demand the
+/// checkpoint behind any leaf of a revealed trace (demandCheckpoint, bonded).
+/// The solver answers by serving the whole state on chain (serveCheckpoint):
+/// the canonical encodings of its leaves, from which the contract recomputes
+/// the normative state root and proves it against the trace root, so a served
+/// checkpoint is both correct and readable by everyone from the chain's history.
+/// The challenge window pauses while a demand is open. A solver that does not
+/// serve before dataWindow passes is slashed by anyone (dataTimeout): part of its
+/// bond to the demander, the rest burned, and the client is refunded.
 contract TaskMarket is Governed, ReentrancyGuard, ITaskMarket {
     using SafeERC20 for IERC20;
 
@@ -31,7 +42,8 @@ contract TaskMarket is Governed, ReentrancyGuard, ITaskMarket {
         Disputed,
         Paid,
         Slashed,
-        Expired
+        Expired,
+        Demanded // a checkpoint was demanded and not yet served (availability)
     }
 
     struct TaskParams {
@@ -88,6 +100,14 @@ contract TaskMarket is Governed, ReentrancyGuard, ITaskMarket {
         string resultCid;
     }
 
+    struct Demand {
+        address by;
+        uint64 index; // the trace leaf whose checkpoint is demanded
+        uint64 demandedAt;
+        uint64 deadline;
+        uint8 count; // demands made on this slot so far
+    }
+
     IERC20 public immutable token;
     IStaking public immutable staking;
     IDisputeGame public game;
@@ -96,12 +116,15 @@ contract TaskMarket is Governed, ReentrancyGuard, ITaskMarket {
     uint256 public slashRewardBps = 5_000; // a timed-out solver's bond: this part to the client, the rest burned
     uint256 public minChallengeWindow = 60;
     uint8 public constant MAX_REOPENS = 3;
+    uint8 public constant MAX_DEMANDS = 4; // per slot, so the window cannot be paused for ever
+    uint256 public dataWindow = 1 hours; // to serve a demanded checkpoint
 
     uint256 public taskCount;
     mapping(uint256 => Task) internal _tasks;
     mapping(uint256 => mapping(uint256 => Slot)) internal _slots;
     mapping(bytes32 => bytes32) internal _spotCommitments; // keccak(taskId, slot, verifier) => commitment
     mapping(bytes32 => bool) internal _spotCommits; // ... => revealed and paid
+    mapping(uint256 => mapping(uint256 => Demand)) internal _demands;
     mapping(address => uint256) public credits;
     mapping(uint256 => mapping(uint256 => string)) public progressCid; // the latest progress manifest of a slot
     uint256 public totalEscrow;
@@ -133,6 +156,8 @@ contract TaskMarket is Governed, ReentrancyGuard, ITaskMarket {
     error NotClient(address caller);
     error AlreadyClaimedTask(uint256 taskId);
     error TooManyReopens(uint256 taskId);
+    error TooManyDemands(uint256 taskId, uint256 slot);
+    error BadLeafIndex(uint64 index);
 
     event TaskPosted(uint256 indexed taskId, address indexed client, string specCid, uint256 budget, uint8 replicas, uint8 spotChecks);
     event Claimed(uint256 indexed taskId, uint256 slot, address indexed solver);
@@ -150,6 +175,9 @@ contract TaskMarket is Governed, ReentrancyGuard, ITaskMarket {
     event Progress(uint256 indexed taskId, uint256 slot, address indexed solver, string cid);
     event SlotReopened(uint256 indexed taskId, uint256 slot, address indexed solver);
     event TaskCancelled(uint256 indexed taskId);
+    event CheckpointDemanded(uint256 indexed taskId, uint256 slot, address indexed by, uint64 index, uint64 deadline);
+    event CheckpointServed(uint256 indexed taskId, uint256 slot, uint64 index, bytes32 stateRoot, uint256 leaves);
+    event CheckpointWithheld(uint256 indexed taskId, uint256 slot, address indexed solver, address indexed by, uint64 index);
 
     constructor(IERC20 token_, IStaking staking_, address governance_) Governed(governance_) {
         token = token_;
@@ -175,6 +203,12 @@ contract TaskMarket is Governed, ReentrancyGuard, ITaskMarket {
         if (v > BPS) revert ParameterOutOfRange("slashRewardBps", v);
         slashRewardBps = v;
         emit ParameterSet("slashRewardBps", v);
+    }
+
+    function setDataWindow(uint256 v) external onlyGovernance {
+        if (v < 10 || v > 7 days) revert ParameterOutOfRange("dataWindow", v);
+        dataWindow = v;
+        emit ParameterSet("dataWindow", v);
     }
 
     function setMinChallengeWindow(uint256 v) external onlyGovernance {
@@ -208,7 +242,7 @@ contract TaskMarket is Governed, ReentrancyGuard, ITaskMarket {
         if (p.claimWindow == 0 || p.workWindow == 0 || p.revealWindow == 0) revert BadTaskParams("windows must be positive");
         if (p.challengeWindow < minChallengeWindow) revert BadTaskParams("challengeWindow below the minimum");
         if (p.bond == 0) revert BadTaskParams("bond must be positive");
-        if (p.challengeWindow + game.maxDisputeDuration() > staking.unbondingDelay()) {
+        if (p.challengeWindow + MAX_DEMANDS * dataWindow + game.maxDisputeDuration() > staking.unbondingDelay()) {
             revert BadTaskParams("challengeWindow plus the longest dispute exceeds the unbonding delay");
         }
     }
@@ -304,8 +338,10 @@ contract TaskMarket is Governed, ReentrancyGuard, ITaskMarket {
     {
         Task storage t = _task(taskId);
         Slot storage s = _slots[taskId][slot];
-        if (s.state != SlotState.Revealed && s.state != SlotState.Disputed) revert WrongState(taskId, slot, s.state);
-        _inChallengeWindow(t, s);
+        if (s.state != SlotState.Revealed && s.state != SlotState.Disputed && s.state != SlotState.Demanded) {
+            revert WrongState(taskId, slot, s.state);
+        }
+        if (s.state != SlotState.Demanded) _inChallengeWindow(t, s);
         bytes32 key = keccak256(abi.encode(taskId, slot, msg.sender));
         if (_spotCommitments[key] == bytes32(0) || _spotCommits[key]) revert NoSpotCommit(msg.sender);
         if (keccak256(abi.encode(taskId, slot, msg.sender, agrees, salt)) != _spotCommitments[key]) {
@@ -363,6 +399,72 @@ contract TaskMarket is Governed, ReentrancyGuard, ITaskMarket {
         );
         s.dispute = disputeId;
         emit Challenged(taskId, slot, disputeId, msg.sender);
+    }
+
+    // ---------------------------------------------------------------- availability
+
+    /// @notice A staked verifier demands the checkpoint behind leaf `index` of a revealed
+    /// trace; its bond is locked until the solver serves it or times out.
+    function demandCheckpoint(uint256 taskId, uint256 slot, uint64 index) external {
+        Task storage t = _task(taskId);
+        Slot storage s = _slotOf(taskId, slot, SlotState.Revealed);
+        _inChallengeWindow(t, s);
+        if (msg.sender == s.solver) revert SelfChallenge(msg.sender);
+        uint64 n = leafCount(s.steps, t.p.commitInterval);
+        // leaf 0 is the task's initial state (public in the bundle); a failure's last leaf is an error digest
+        if (index == 0 || index >= (s.failed ? n - 1 : n)) revert BadLeafIndex(index);
+        Demand storage dm = _demands[taskId][slot];
+        if (dm.count >= MAX_DEMANDS) revert TooManyDemands(taskId, slot);
+        staking.lock(msg.sender, t.p.bond);
+        dm.by = msg.sender;
+        dm.index = index;
+        dm.demandedAt = uint64(block.timestamp);
+        dm.deadline = uint64(block.timestamp + dataWindow);
+        dm.count += 1;
+        s.state = SlotState.Demanded;
+        emit CheckpointDemanded(taskId, slot, msg.sender, index, dm.deadline);
+    }
+
+    /// @notice The solver serves the demanded checkpoint: the canonical encodings of its state
+    /// leaves in tree order (DESIGN.md, "The state schema" and "Merkle trees"), and the proof
+    /// of their state root at the demanded leaf of its trace. The challenge window resumes.
+    function serveCheckpoint(uint256 taskId, uint256 slot, bytes[] calldata leaves, bytes32[] calldata proof) external {
+        Task storage t = _task(taskId);
+        Slot storage s = _slotOf(taskId, slot, SlotState.Demanded);
+        if (msg.sender != s.solver) revert NotSolver(msg.sender);
+        Demand storage dm = _demands[taskId][slot];
+        if (block.timestamp > dm.deadline) revert TooLate(block.timestamp, dm.deadline);
+        bytes32 root = MerkleVerifier.rootOfEncodings(leaves);
+        if (!MerkleVerifier.verify(s.traceRoot, leafCount(s.steps, t.p.commitInterval), dm.index, root, proof)) {
+            revert BadProof();
+        }
+        s.state = SlotState.Revealed;
+        s.revealedAt += uint64(block.timestamp) - dm.demandedAt; // the window paused while the demand was open
+        staking.unlock(dm.by, t.p.bond);
+        emit CheckpointServed(taskId, slot, dm.index, root, leaves.length);
+        dm.by = address(0);
+    }
+
+    /// @notice Anyone ends a slot whose demanded checkpoint was not served in time: the solver's
+    /// bond is slashed (part to the demander, the rest burned) and the client refunded.
+    function dataTimeout(uint256 taskId, uint256 slot) external {
+        Task storage t = _task(taskId);
+        Slot storage s = _slotOf(taskId, slot, SlotState.Demanded);
+        Demand storage dm = _demands[taskId][slot];
+        if (block.timestamp <= dm.deadline) revert TooEarly(block.timestamp, dm.deadline + 1);
+        address by = dm.by;
+        dm.by = address(0);
+        s.state = SlotState.Slashed;
+        staking.unlock(by, t.p.bond);
+        staking.slash(s.solver, t.p.bond, by, Math.mulDiv(t.p.bond, slashRewardBps, BPS));
+        emit CheckpointWithheld(taskId, slot, s.solver, by, dm.index);
+        emit SlotSlashed(taskId, slot, s.solver, t.p.bond);
+        _refund(taskId, _share(t, slot));
+        _settle(taskId);
+    }
+
+    function getDemand(uint256 taskId, uint256 slot) external view returns (Demand memory) {
+        return _demands[taskId][slot];
     }
 
     /// @notice Called by the dispute game when a dispute over (taskId, slot) ends.

@@ -164,6 +164,35 @@ class Protocol:
         fn = self.market.functions.spotReveal(task_id, slot, agrees, salt, leaf, list(proof))
         return self._tx(verifier, fn, "spot reveal")
 
+    # ------------------------------------------------------------ availability
+
+    def demand_checkpoint(self, verifier: LocalAccount, task_id: int, slot: int,
+                          index: int) -> TxResult:  # fmt: skip
+        """Demand the checkpoint behind trace leaf ``index`` of a revealed slot (locks a bond)."""
+        fn = self.market.functions.demandCheckpoint(task_id, slot, index)
+        return self._tx(verifier, fn, "demand checkpoint")
+
+    def serve_checkpoint(self, solver: LocalAccount, task_id: int, slot: int,
+                         leaves: Sequence[bytes], proof: Sequence[bytes]) -> TxResult:  # fmt: skip
+        """Serve the demanded checkpoint: its state leaves' encodings and the trace proof."""
+        fn = self.market.functions.serveCheckpoint(task_id, slot, list(leaves), list(proof))
+        return self._tx(solver, fn, "serve checkpoint")
+
+    def data_timeout(self, anyone: LocalAccount, task_id: int, slot: int) -> TxResult:
+        """Slash a solver that did not serve a demanded checkpoint in time."""
+        return self._tx(anyone, self.market.functions.dataTimeout(task_id, slot), "data timeout")
+
+    def get_demand(self, task_id: int, slot: int) -> dict[str, Any]:
+        """The slot's latest checkpoint demand, keyed by TaskMarket.Demand's field names."""
+        fn = self.market.functions.getDemand(task_id, slot)
+        return _named(fn.abi["outputs"][0]["components"], self.client.call(fn, "get demand"))
+
+    def served_leaves(self, tx_hash: str) -> list[bytes]:
+        """The state leaves a serveCheckpoint transaction carried (read from its calldata)."""
+        tx = self.client.w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
+        _, args = self.market.decode_function_input(tx["input"])
+        return [bytes(x) for x in args["leaves"]]
+
     def challenge(
         self, challenger: LocalAccount, task_id: int, slot: int, trace_root: bytes,
         final_leaf: bytes, final_proof: Sequence[bytes],
@@ -255,6 +284,17 @@ class Protocol:
     def rule(self, referee: LocalAccount, dispute_id: int, defender_wins: bool) -> TxResult:
         """The drawn referee's verdict, by transaction."""
         return self._tx(referee, self.game.functions.rule(dispute_id, defender_wins), "rule")
+
+    def rule_op(self, referee: LocalAccount, dispute_id: int, defender_wins: bool,
+                op: int) -> TxResult:  # fmt: skip
+        """The drawn referee's verdict, naming the first bad operator of the disputed step."""
+        fn = self.game.functions.ruleOp(dispute_id, defender_wins, op)
+        return self._tx(referee, fn, "rule op")
+
+    def post_op_inputs(self, party: LocalAccount, dispute_id: int, op: int, cid: str) -> TxResult:
+        """Name the CID of the inputs of op ``op`` for the referee (no round, no deadline)."""
+        fn = self.game.functions.postOpInputs(dispute_id, op, cid)
+        return self._tx(party, fn, "post op inputs")
 
     def sign_verdict(
         self, referee: LocalAccount, dispute_id: int, defender_wins: bool, deadline: int,

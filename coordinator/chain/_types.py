@@ -32,6 +32,7 @@ class SlotState(IntEnum):
     PAID = 5
     SLASHED = 6
     EXPIRED = 7
+    DEMANDED = 8
 
 
 class Stage(IntEnum):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from coordinator.chain import ChainError, Reveal, SlotState
-from coordinator.dispute import trace_tree
+from coordinator.dispute import checkpoint_encodings, trace_tree
 from coordinator.nodes._base import BENIGN, Node, RunRecord
 from coordinator.tasks import (
     RunRequest,
@@ -192,6 +192,8 @@ class Solver(Node):
             self.p.reveal(self.account, tid, i, r, proof)
             self.log(f"revealed task {tid} slot {i}")
             return True
+        if st == SlotState.DEMANDED and rec is not None:
+            return self.serve_demand(tid, i, rec)
         if (
             st == SlotState.REVEALED
             and self.p.client.now() > s["revealedAt"] + t["p"]["challengeWindow"]
@@ -201,6 +203,37 @@ class Solver(Node):
             self.withdraw_all()
             return True
         return False
+
+    def serve_demand(self, tid: int, i: int, rec: RunRecord) -> bool:
+        """Serve a demanded checkpoint on chain: its state leaves and the trace proof (availability)."""
+        dm = self.p.get_demand(tid, i)
+        key = f"served:{tid}:{i}:{dm['count']}"
+        if key in self.state.done:
+            return False
+        run = rec.run_result()
+        roots = self.reveal_roots(rec)
+        index = int(dm["index"])
+        step = min(index * run.trace.commit_interval, run.steps_done)
+        path = run.checkpoints.get(step)
+        if path is None:
+            try:  # recompute it from the interval's start (levels 1-2 do the same)
+                pr = self.party_run(tid)
+                path = None if pr is None else pr.checkpoint_before(step + 1, run.steps_done)
+            except Exception as e:  # noqa: BLE001 - nothing to serve from; the timeout decides
+                self.log(f"task {tid} slot {i}: recomputing step {step} failed: {e}")
+        if path is None:
+            self.log(f"task {tid} slot {i}: cannot serve the checkpoint of leaf {index}")
+            self.state.done.append(key)
+            return False
+        leaves = checkpoint_encodings(path, roots[index].hex())
+        self.p.serve_checkpoint(self.account, tid, i, leaves,
+                                trace_tree(roots).proof(index).siblings)  # fmt: skip
+        self.state.done.append(key)
+        self.save()
+        self.log(
+            f"task {tid} slot {i}: served the checkpoint of leaf {index} ({len(leaves)} leaves)"
+        )
+        return True
 
     def reveal_roots(self, rec: RunRecord) -> list[bytes]:
         """The trace leaves behind the committed trace root."""

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
 from ree._state import StateTree
 from ree.optrace._records import (
@@ -53,14 +53,22 @@ def batch_tree(batch: Mapping[str, torch.Tensor]) -> StateTree:
     """
     for name, t in batch.items():
         if not isinstance(t, torch.Tensor):
-            raise OpTraceError(f"batch entry {name!r} is a {type(t).__name__}; a batch holds tensors")
+            raise OpTraceError(
+                f"batch entry {name!r} is a {type(t).__name__}; a batch holds tensors"
+            )
     return StateTree(dict(batch))
 
 
 def identity(t: torch.Tensor) -> _Key:
     """What makes two tensor objects the same memory, for linking."""
-    return (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(),
-            t.dtype, t.device)
+    return (
+        t.untyped_storage().data_ptr(),
+        t.storage_offset(),
+        tuple(t.shape),
+        t.stride(),
+        t.dtype,
+        t.device,
+    )
 
 
 def storage_span(t: torch.Tensor) -> torch.Tensor:
@@ -90,13 +98,24 @@ class OpTracer(TorchDispatchMode):
     copies) so :func:`ree.optrace.save_op_inputs` can write them for a referee.
     """
 
-    def __init__(self, state: StateTree, batch: Mapping[str, torch.Tensor], *, step: int,
-                 keep: Iterable[int] = ()) -> None:
+    def __init__(
+        self,
+        state: StateTree,
+        batch: Mapping[str, torch.Tensor],
+        *,
+        step: int,
+        keep: Iterable[int] = (),
+    ) -> None:
         super().__init__()
         self.state = state
         self.batch = batch_tree(batch)
-        self.trace = OpTrace(step=int(step), state_root=state.root, state_n=state.n,
-                             batch_root=self.batch.root, batch_n=self.batch.n)
+        self.trace = OpTrace(
+            step=int(step),
+            state_root=state.root,
+            state_n=state.n,
+            batch_root=self.batch.root,
+            batch_n=self.batch.n,
+        )
         self.keep = set(keep)
         self.kept: dict[int, list[torch.Tensor]] = {}
         self._by_id: dict[_Key, tuple[Link, int]] = {}
@@ -122,23 +141,33 @@ class OpTracer(TorchDispatchMode):
             return func(*args, **kwargs)
         index = len(self.trace.records)
         tensors: list[torch.Tensor] = []
-        enc_args = encode_value([list(args), dict(kwargs)], tensors)
-        inputs = [self._input(t, tensors[:k]) for k, t in enumerate(tensors)]
         rng = torch.Tag.nondeterministic_seeded in func.tags
-        if rng:
-            inputs.append(self._rng_input())
-        if index in self.keep:
-            kept = [storage_span(t) for t in tensors]
+        # The bookkeeping (hashes, copies) runs below every mode: a mode under this one (strict
+        # mode) must see the step's ops only, not the tracer's own.
+        with _disable_current_modes():
+            enc_args = encode_value([list(args), dict(kwargs)], tensors)
+            inputs = [self._input(t, tensors[:k]) for k, t in enumerate(tensors)]
             if rng:
-                kept.append(torch.get_rng_state())
-            self.kept[index] = kept
+                inputs.append(self._rng_input())
+            if index in self.keep:
+                kept = [storage_span(t) for t in tensors]
+                if rng:
+                    kept.append(torch.get_rng_state())
+                self.kept[index] = kept
         out = self._execute(index, func, args, kwargs)
+        with _disable_current_modes():
+            return self._record(index, func, enc_args, inputs, out, rng)
+
+    def _record(
+        self, index: int, func: Any, enc_args: Any, inputs: list[TensorIn], out: Any, rng: bool
+    ) -> Any:
         outs: list[torch.Tensor] = []
         enc_out = encode_value(out, outs)
         fill_uninitialized(str(func), outs)
         out_hashes = [tensor_hash(t) for t in outs]
-        out_versions = [t._version + bump for t, bump in zip(outs, _write_bumps(func, outs),
-                                                              strict=True)]
+        out_versions = [
+            t._version + bump for t, bump in zip(outs, _write_bumps(func, outs), strict=True)
+        ]
         for j, t in enumerate(outs):
             link = Link("op", op=index, out=j, version=out_versions[j])
             self._by_id[identity(t)] = (link, out_versions[j])
@@ -148,9 +177,18 @@ class OpTracer(TorchDispatchMode):
             out_hashes.append(tensor_hash(torch.get_rng_state()))
             out_versions.append(0)
             self._rng_link = Link("op", op=index, out=len(outs), version=0)
-        self.trace.records.append(OpRecord(
-            index=index, op=str(func), args=enc_args, inputs=tuple(inputs), out=enc_out,
-            out_hashes=tuple(out_hashes), out_versions=tuple(out_versions), rng=rng))
+        self.trace.records.append(
+            OpRecord(
+                index=index,
+                op=str(func),
+                args=enc_args,
+                inputs=tuple(inputs),
+                out=enc_out,
+                out_hashes=tuple(out_hashes),
+                out_versions=tuple(out_versions),
+                rng=rng,
+            )
+        )
         return out
 
     # ------------------------------------------------------------------ linking
@@ -194,8 +232,9 @@ class OpTracer(TorchDispatchMode):
             for kind, tree in (("state", self.state), ("batch", self.batch)):
                 for name, v in tree.leaves.items():
                     if isinstance(v, torch.Tensor):
-                        index.setdefault(tensor_hash(v), Link(kind, name=name,
-                                                              proof=tree.proof(name)))
+                        index.setdefault(
+                            tensor_hash(v), Link(kind, name=name, proof=tree.proof(name))
+                        )
             for r in self.trace.records:
                 for j, h in enumerate(r.out_hashes):
                     index[h] = Link("op", op=r.index, out=j, version=r.out_versions[j])

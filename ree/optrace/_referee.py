@@ -23,7 +23,9 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -104,8 +106,10 @@ def check_header(trace: OpTrace, state_root: str, batch_root: str, batch_n: int)
     if trace.state_root != state_root:
         return f"state root {trace.state_root[:16]}... is not the agreed {state_root[:16]}..."
     if trace.batch_root != batch_root or trace.batch_n != batch_n:
-        return f"batch root {trace.batch_root[:16]}... (n={trace.batch_n}) is not the step's " \
-               f"{batch_root[:16]}... (n={batch_n})"
+        return (
+            f"batch root {trace.batch_root[:16]}... (n={trace.batch_n}) is not the step's "
+            f"{batch_root[:16]}... (n={batch_n})"
+        )
     return None
 
 
@@ -127,20 +131,27 @@ def check_links(trace: OpTrace, upto: int | None = None) -> LinkFailure | None:
             if inp.link.kind == "batch" and inp.link.proof is not None:
                 leaf = inp.link.proof.index
                 if leaf not in used and used and leaf < max(used):
-                    return LinkFailure(r.index, Finding.COVERAGE,
-                                       f"op {r.index} first reads batch leaf {inp.link.name!r} "
-                                       "after a later leaf: the batch was read out of order")
+                    return LinkFailure(
+                        r.index,
+                        Finding.COVERAGE,
+                        f"op {r.index} first reads batch leaf {inp.link.name!r} "
+                        "after a later leaf: the batch was read out of order",
+                    )
                 used.add(leaf)
     if upto is None:
         missing = sorted(set(range(trace.batch_n)) - used)
         if missing:
-            return LinkFailure(last + 1, Finding.COVERAGE,
-                               f"batch leaves {missing[:8]} of {trace.batch_n} are never read")
+            return LinkFailure(
+                last + 1,
+                Finding.COVERAGE,
+                f"batch leaves {missing[:8]} of {trace.batch_n} are never read",
+            )
     return None
 
 
-def _check_link(trace: OpTrace, r: OpRecord, k: int, state_root: bytes,
-                batch_root: bytes) -> str | None:
+def _check_link(
+    trace: OpTrace, r: OpRecord, k: int, state_root: bytes, batch_root: bytes
+) -> str | None:
     inp = r.inputs[k]
     link = inp.link
     if link.kind == "op":
@@ -150,8 +161,10 @@ def _check_link(trace: OpTrace, r: OpRecord, k: int, state_root: bytes,
         if not 0 <= link.out < len(src.out_hashes):
             return f"links to output {link.out} of op {link.op}, which has {len(src.out_hashes)}"
         if src.out_hashes[link.out] != inp.hash:
-            return f"hash {inp.hash[:16]}... is not output {link.out} of op {link.op} " \
-                   f"({src.out_hashes[link.out][:16]}...)"
+            return (
+                f"hash {inp.hash[:16]}... is not output {link.out} of op {link.op} "
+                f"({src.out_hashes[link.out][:16]}...)"
+            )
         return None
     if link.kind in ("state", "batch"):
         root = state_root if link.kind == "state" else batch_root
@@ -170,14 +183,23 @@ def _check_link(trace: OpTrace, r: OpRecord, k: int, state_root: bytes,
 InputFetcher = Callable[[OpRecord], Sequence[torch.Tensor]]
 
 
-def referee(defender: OpTrace, challenger: OpTrace, *, state_root: str, batch_root: str,
-            batch_n: int, fetch_inputs: InputFetcher) -> Verdict:
+def referee(
+    defender: OpTrace,
+    challenger: OpTrace,
+    *,
+    state_root: str,
+    batch_root: str,
+    batch_n: int,
+    fetch_inputs: InputFetcher,
+    execute_in: Callable[[], AbstractContextManager[Any]] | None = None,
+) -> Verdict:
     """Settle one disputed step by re-executing at most one op (see the module docstring).
 
     ``fetch_inputs(record)`` returns the input tensors of ``record`` (from
     either party: they agree on them); they are checked against the record's
     hashes before use. The defender keeps the benefit of the doubt only where
-    both traces are equally valid and nothing else decides.
+    both traces are equally valid and nothing else decides. ``execute_in`` wraps
+    the one re-executed call (strict mode: ``lambda: ree.deterministic(mode="strict")``).
     """
     parties = {DEFENDER: defender, CHALLENGER: challenger}
     bad_header = {p: check_header(t, state_root, batch_root, batch_n) for p, t in parties.items()}
@@ -195,18 +217,34 @@ def referee(defender: OpTrace, challenger: OpTrace, *, state_root: str, batch_ro
             verdict = _first_failure_loses(coverage)
             # the step went wrong where the traces part, whatever later op shows it
             return dataclasses.replace(verdict, op_index=div.index)
-        return Verdict(None, Finding.PROGRAM, div.index,
-                       detail=f"op {div.index}: {_describe(defender, div.index)} vs "
-                              f"{_describe(challenger, div.index)}")
+        return Verdict(
+            None,
+            Finding.PROGRAM,
+            div.index,
+            detail=f"op {div.index}: {_describe(defender, div.index)} vs "
+            f"{_describe(challenger, div.index)}",
+        )
     record = defender.records[div.index]
-    expected = reexecute(record, fetch_inputs(record))
+    expected = reexecute(record, fetch_inputs(record), execute_in)
     right = {p: t.records[div.index].out_hashes == expected for p, t in parties.items()}
     if right[DEFENDER] == right[CHALLENGER]:  # both cannot match: their outputs differ
-        return Verdict(None, Finding.BOTH_WRONG, div.index, expected, 1,
-                       detail=f"op {div.index} ({record.op}) matched neither party")
+        return Verdict(
+            None,
+            Finding.BOTH_WRONG,
+            div.index,
+            expected,
+            1,
+            detail=f"op {div.index} ({record.op}) matched neither party",
+        )
     winner = DEFENDER if right[DEFENDER] else CHALLENGER
-    return Verdict(winner, Finding.OUTPUT, div.index, expected, 1,
-                   detail=f"op {div.index} ({record.op}) re-executed")
+    return Verdict(
+        winner,
+        Finding.OUTPUT,
+        div.index,
+        expected,
+        1,
+        detail=f"op {div.index} ({record.op}) re-executed",
+    )
 
 
 def _describe(trace: OpTrace, i: int) -> str:

@@ -7,8 +7,9 @@ the storage span of input k, and the metadata keeps each input's shape and
 stride, so the op sees the exact layout the party ran it on (a transposed
 weight stays transposed, which can change a matmul's rounding).
 
-Strict mode (``ree.strict``) will re-execute through its own kernels so any
-machine can referee; this module only calls the recorded aten overload.
+Strict mode: pass ``execute_in=lambda: ree.deterministic(mode="strict")`` and
+the one call runs through the strict operator set, so any machine can referee a
+trace recorded in strict mode (its outputs do not depend on the device).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +39,9 @@ from ree.optrace._records import (
 INPUTS_FORMAT = "ree-op-inputs/1"
 
 
-def save_op_inputs(path: str | os.PathLike[str], record: OpRecord,
-                   spans: Sequence[torch.Tensor]) -> Path:
+def save_op_inputs(
+    path: str | os.PathLike[str], record: OpRecord, spans: Sequence[torch.Tensor]
+) -> Path:
     """Write the kept inputs of ``record`` (``OpTracer.kept[index]``) as a safetensors file."""
     from safetensors.torch import save_file
 
@@ -50,8 +53,11 @@ def save_op_inputs(path: str | os.PathLike[str], record: OpRecord,
     meta = {"format": INPUTS_FORMAT, "index": record.index, "inputs": _inputs_digest(record)}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({f"in/{k}": s.contiguous() for k, s in enumerate(spans)}, str(path),
-              metadata={"ree": canonical_json(meta).decode()})
+    save_file(
+        {f"in/{k}": s.contiguous() for k, s in enumerate(spans)},
+        str(path),
+        metadata={"ree": canonical_json(meta).decode()},
+    )
     return path
 
 
@@ -104,7 +110,9 @@ def rebuild_inputs(record: OpRecord, spans: Sequence[torch.Tensor]) -> list[torc
 def check_inputs(record: OpRecord, tensors: Sequence[torch.Tensor]) -> None:
     """Raise :class:`OpTraceError` unless each tensor hashes to its input's recorded hash."""
     if len(tensors) != len(record.inputs):
-        raise OpTraceError(f"op {record.index} takes {len(record.inputs)} tensors, got {len(tensors)}")
+        raise OpTraceError(
+            f"op {record.index} takes {len(record.inputs)} tensors, got {len(tensors)}"
+        )
     for k, (inp, t) in enumerate(zip(record.inputs, tensors, strict=True)):
         if inp.link.kind == "const" and inp.link.const is not None:
             t = const_tensor(inp.link.const)
@@ -130,12 +138,18 @@ def resolve_op(name: str) -> Any:
         ) from None
 
 
-def reexecute(record: OpRecord, tensors: Sequence[torch.Tensor]) -> tuple[str, ...]:
+def reexecute(
+    record: OpRecord,
+    tensors: Sequence[torch.Tensor],
+    execute_in: Callable[[], AbstractContextManager[Any]] | None = None,
+) -> tuple[str, ...]:
     """Run the recorded overload once on ``tensors``; return the output hashes it gives.
 
     The tensors are copied first, so in-place ops never change the caller's copies.
     For a random op, the last tensor is the generator state: the host generator is
-    set to it for the call and restored afterwards.
+    set to it for the call and restored afterwards. ``execute_in`` wraps the one
+    call (``lambda: ree.deterministic(mode="strict")`` runs it through strict
+    mode's kernels); checking and hashing stay outside it.
     """
     check_inputs(record, tensors)
     func = resolve_op(record.op)
@@ -145,7 +159,8 @@ def reexecute(record: OpRecord, tensors: Sequence[torch.Tensor]) -> tuple[str, .
     with torch.random.fork_rng(devices=[]):
         if record.rng:
             torch.set_rng_state(tensors[-1].clone())
-        out = func(*args, **kwargs)
+        with execute_in() if execute_in is not None else nullcontext():
+            out = func(*args, **kwargs)
         outs: list[torch.Tensor] = []
         enc = encode_value(out, outs)
         fill_uninitialized(record.op, outs)

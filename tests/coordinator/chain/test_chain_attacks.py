@@ -40,6 +40,7 @@ def test_reentrancy_through_a_token_receiver_fails(target: str) -> None:
     c.transact(me, market.functions.wire(game.address), "wire")
     c.transact(me, staking.functions.setUnbondingDelay(3600), "delay")
     c.transact(me, game.functions.setTimeouts(10, 10, 10, 10), "timeouts")
+    c.transact(me, market.functions.setDataWindow(10), "data window")
     attacker = c.deploy(me, load_artifact("ReentrantReceiver", test=True))
 
     def ex(contract: object, fn: str, *args: object) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any
 
 from coordinator.chain import ChainError, Reveal, SlotState
 from coordinator.nodes import Killed, Referee, RunRecord, Solver, Verifier
-from coordinator.tasks import RunResult, TaskBundle
+from coordinator.tasks import RunManifest, RunResult, TaskBundle, publish_run
 from ree._trace import Trace
 
 
@@ -106,3 +107,29 @@ class BribedReferee(Referee):
 
     def verdict(self, defender_wins: bool) -> bool:
         return not defender_wins
+
+
+class WithholdingSolver(Solver):
+    """Trains honestly, but its manifest names only the final checkpoint, and it never serves a demand."""
+
+    def work(self, tid: int, slot: int, b: TaskBundle, bdir: Path) -> None:
+        run = self.compute(tid, slot, b, bdir)
+        m = publish_run(self.store, b.cid, run, only_steps={run.steps_done})
+        reveal = self.make_reveal(tid, slot, run, m.cid, m.checkpoints[run.steps_done][1])
+        json = {"trace_root": reveal.trace_root.hex(), "steps": reveal.steps,
+                "final_root": reveal.final_root.hex(), "manifest_cid": reveal.manifest_cid,
+                "result_cid": reveal.result_cid, "salt": reveal.salt.hex(), "failed": reveal.failed}  # fmt: skip
+        self.state.runs[f"{tid}:{slot}"] = RunRecord(tid, str(self.run_dir(tid, slot)),
+                                                     run.to_json(), slot, json)  # fmt: skip
+        self.save()
+        self.p.commit(self.account, tid, slot, reveal)
+
+    def serve_demand(self, tid: int, i: int, rec: RunRecord) -> bool:
+        return False
+
+
+class StoreBlindVerifier(Verifier):
+    """An honest verifier that cannot reach the solver's checkpoints, so it demands them on chain."""
+
+    def manifest(self, cid: str) -> RunManifest:
+        return dataclasses.replace(super().manifest(cid), checkpoints={})
