@@ -10,6 +10,14 @@ the REE settings then come from ``GENSYN_*`` variables or ``./gensyn.yaml``.
 Each rank writes ``trace-rank<i>.json`` to ``--out``: every rank records the same
 roots. ``--save-at N --save-dir D`` saves the state after step N, and
 ``--resume D`` continues from it with the same roots as an uninterrupted run.
+
+The same script runs on the network unchanged (the client role; one rank)::
+
+    gensyn launch --remote --steps 12 recipes/accelerate_classifier.py --max-steps 12
+
+It prints the receipt as JSON and writes the verified final REE checkpoint to
+``gensyn-result.safetensors``; its root equals the last root of a local
+one-rank run (``python recipes/accelerate_classifier.py --max-steps 12``).
 """
 
 from __future__ import annotations
