@@ -130,17 +130,21 @@ def test_the_estimate_prices_every_solver_share_and_the_verifier_fees() -> None:
     assert "0.5% protocol fee" in s.describe()
 
 
-def test_task_id_without_a_configured_network_says_what_to_configure() -> None:
-    import lightning.pytorch as pl
+@pytest.mark.parametrize("flavour", ["lightning", "pytorch_lightning"])
+def test_task_id_without_a_configured_network_says_what_to_configure(flavour: str) -> None:
+    """Through each twin's Trainer.fit and the client launcher: nothing is posted, the error says what to set."""
+    import importlib
 
     from gensyn_integrations.config import GensynConfig
     from gensyn_integrations.errors import ConfigError
-    from gensyn_integrations.lightning import GensynStrategy
 
+    pl = importlib.import_module("lightning.pytorch" if flavour == "lightning" else "pytorch_lightning")
+    GensynStrategy = importlib.import_module(f"gensyn_integrations.{flavour}").GensynStrategy  # noqa: N806
+    boring = importlib.import_module(f"{pl.__name__}.demos.boring_classes")
     strategy = GensynStrategy(task_id=5, config=GensynConfig())
     trainer = pl.Trainer(strategy=strategy, max_steps=2, logger=False, enable_progress_bar=False, **QUIET)
     with pytest.raises(ConfigError, match=r"task_id=5.*network\.rpc_url.*GENSYN_NETWORK__RPC_URL.*keystore"):
-        trainer.fit(app.TinyNet(), app.TinyData())
+        trainer.fit(boring.BoringModel(), boring.BoringDataModule())
     assert strategy.receipt is None
 
 
