@@ -13,9 +13,11 @@ keeps the test to one launch. Rank ``r`` writes ``DIR/<flavour>-seed<seed>-rank<
 (the trace's JSON, plus the rank, world size and optimizer steps).
 
 Lightning wraps the REE's seeded sampler in a ``DistributedSamplerWrapper``,
-which does not forward ``set_epoch``; the job stays inside one epoch (128
-samples, batch 8, 2 ranks: 8 steps an epoch) so the order each rank sees is the
-same on every run.
+which does not forward ``set_epoch`` to it: past the first epoch the order comes
+from the wrapper's own reshuffle of the REE sampler's epoch-0 order, which the
+trace's data cursor does not describe (a run resumed there would read another
+order). The job stays inside one epoch (128 samples, batch 8, 2 ranks: 8 steps
+an epoch).
 """
 
 from __future__ import annotations
