@@ -8,11 +8,18 @@ and refuses everything else with :class:`~ree._errors.NondeterminismError`.
 is the ``rng/ree`` leaf of a strict root. The reference workloads
 (:func:`reference_roots`) let any machine check that it reproduces strict mode.
 
-Scope: float32 training (other float dtypes raise in non-exact ops); matmuls,
-convolutions (groups=1), sums, softmax, losses, layer norm, activations,
-dropout, initialisers and the SGD/Adam/AdamW kernels in all three forms.
-Python-side float math that torch does on the host (Adam's ``beta**step``, LR
-schedules) runs outside the mode, on the host's libm.
+Scope: float32 training; matmuls, 1-d and 2-d convolutions (grouped, depthwise
+and transposed), sums, softmax, losses, layer and batch norm (with running
+stats), activations, dropout, initialisers and the SGD/Adam/AdamW kernels in all
+three forms. Python-side float math that torch does on the host (Adam's
+``beta**step``, LR schedules) runs outside the mode, on the host's libm.
+
+Dtype policy: float16 and bfloat16 may be stored, copied and converted to (a
+correctly rounded conversion), but any op that would round in them (``*``,
+``sqrt``, every strict implementation) raises :class:`~ree._errors.NondeterminismError`
+naming the op: torch computes them through float32 with a second rounding, and
+devices differ in how. Mixed precision and autocast are therefore refused, not
+emulated; train in float32 under strict mode.
 """
 
 from __future__ import annotations

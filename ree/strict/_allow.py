@@ -78,3 +78,11 @@ INTEGER_ONLY_PACKETS: frozenset[Any] = frozenset(
     for n in ("sum", "cumsum", "remainder", "fmod", "floor_divide", "arange", "prod", "bincount")
     if hasattr(aten, n)
 )
+
+# single IEEE operations that round: correctly rounded in float32 and float64, but
+# torch computes float16 and bfloat16 ones in float32 and rounds again, and devices
+# differ in which steps they fuse, so strict mode refuses them in those dtypes
+ROUNDING_PACKETS: frozenset[Any] = frozenset(
+    getattr(aten, n) for n in ("mul", "mul_", "sqrt", "sqrt_") if hasattr(aten, n)
+)
+LOW_PRECISION: frozenset[torch.dtype] = frozenset({torch.float16, torch.bfloat16})

@@ -22,8 +22,20 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from ree._errors import NondeterminismError
-from ree.strict import _ops_linalg, _ops_loss, _ops_nn, _ops_optim  # noqa: F401  (they fill HANDLERS)
-from ree.strict._allow import ALLOWED_OVERLOADS, ALLOWED_PACKETS, INTEGER_ONLY_PACKETS
+from ree.strict import (  # noqa: F401  (they fill HANDLERS)
+    _ops_conv,
+    _ops_linalg,
+    _ops_loss,
+    _ops_nn,
+    _ops_optim,
+)
+from ree.strict._allow import (
+    ALLOWED_OVERLOADS,
+    ALLOWED_PACKETS,
+    INTEGER_ONLY_PACKETS,
+    LOW_PRECISION,
+    ROUNDING_PACKETS,
+)
 from ree.strict._registry import HANDLERS
 from ree.strict._rng import StrictGenerator
 
@@ -37,6 +49,25 @@ def _all_integral(args: Any, kwargs: Any) -> bool:
         if isinstance(leaf, torch.dtype) and (leaf.is_floating_point or leaf.is_complex):
             return False
     return True
+
+
+def _low_precision_result(args: tuple[Any, ...]) -> torch.dtype | None:
+    """The float16/bfloat16 result dtype of a rounding elementwise op, or None."""
+    if not args or not isinstance(args[0], torch.Tensor):
+        return None
+    dtype = torch.result_type(args[0], args[1]) if len(args) > 1 else args[0].dtype
+    return dtype if dtype in LOW_PRECISION else None
+
+
+def refuse_low_precision(op: object, dtype: torch.dtype) -> NondeterminismError:
+    """The error for a rounding op in float16 or bfloat16 (strict mode's dtype policy)."""
+    return NondeterminismError(
+        f"strict mode does not compute {op} in {dtype}: torch rounds float16 and bfloat16 "
+        "arithmetic through float32 (twice), and devices differ in how. Keep the model, "
+        "its inputs and its optimizer state in float32 under strict mode (no .half(), "
+        ".bfloat16() or autocast; casting results to those dtypes is fine), or train in "
+        "mode='device'"
+    )
 
 
 _ACTIVE: list[StrictMode] = []
@@ -96,6 +127,10 @@ class StrictMode(TorchDispatchMode):
         if handler is not None:
             return handler(self, *args, **kwargs)
         packet = func.overloadpacket
+        if packet in ROUNDING_PACKETS:
+            low = _low_precision_result(args)
+            if low is not None:
+                raise refuse_low_precision(func, low)
         if (
             packet in ALLOWED_PACKETS
             or func in ALLOWED_OVERLOADS

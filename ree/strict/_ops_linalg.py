@@ -1,4 +1,4 @@
-"""Strict implementations of the matmul family and of the embedding backward.
+"""Strict implementations of the matmul family and of the scatter-adds (embedding backward).
 
 mm, addmm, bmm, baddbmm, mv and dot all map onto :func:`~ree.strict._matmul.matmul64`;
 ``linear`` and ``matmul`` decompose into these before the mode sees them, and so
@@ -11,10 +11,8 @@ from typing import Any
 
 import torch
 
-from ree._errors import NondeterminismError
 from ree.strict._bits import exponent_f32, pow2_f64
 from ree.strict._matmul import finish, matmul64, matmul_2d, strict_matmul
-from ree.strict._reduce import tree_sum64
 from ree.strict._registry import f64, handles, require_f32
 
 aten = torch.ops.aten
@@ -204,121 +202,3 @@ def _index_add(
     if alpha != 1:
         total = total * float(alpha)
     return (f64(x) + total).to(torch.float32)
-
-
-# -- conv2d: im2col (an exact copy) and the strict matmul ---------------------------------
-
-
-def _with_nan(total: torch.Tensor, bad: torch.Tensor) -> torch.Tensor:
-    if bool(bad.any()):
-        return torch.where(
-            bad, torch.full((), float("nan"), dtype=total.dtype, device=total.device), total
-        )
-    return total
-
-
-def _check_conv(x: torch.Tensor, transposed: bool, groups: int, output_padding: Any) -> None:
-    if transposed or groups != 1 or x.dim() != 4 or any(output_padding):
-        raise NondeterminismError(
-            "strict mode implements 2-d convolution with groups=1 and no transposition; "
-            f"got a {x.dim()}-d input, groups={groups}, transposed={transposed}"
-        )
-
-
-def _cols(
-    x: torch.Tensor, kernel: tuple[int, int], stride: Any, padding: Any, dilation: Any
-) -> torch.Tensor:
-    """(C*kh*kw, N*L) patches of ``x``: a copy, so exact."""
-    cols = torch.nn.functional.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)
-    return cols.permute(1, 0, 2).reshape(cols.shape[1], -1)
-
-
-@handles(aten.convolution.default)
-def _convolution(
-    ctx: Any,
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    stride: Any,
-    padding: Any,
-    dilation: Any,
-    transposed: bool,
-    output_padding: Any,
-    groups: int,
-) -> torch.Tensor:
-    require_f32("convolution", x, weight, bias)
-    _check_conv(x, transposed, groups, output_padding)
-    n, _, h, w = x.shape
-    o, _, kh, kw = weight.shape
-    ho = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    wo = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-    total, bad = matmul64(weight.reshape(o, -1), _cols(x, (kh, kw), stride, padding, dilation))
-    if bias is not None:
-        total = total + f64(bias).unsqueeze(1)
-    out = finish(total, bad)
-    return out.reshape(o, n, ho, wo).permute(1, 0, 2, 3).contiguous()
-
-
-def _fold64(
-    gcols: torch.Tensor,
-    shape: tuple[int, ...],
-    kernel: tuple[int, int],
-    stride: Any,
-    padding: Any,
-    dilation: Any,
-    out_hw: tuple[int, int],
-) -> torch.Tensor:
-    """col2im in float64 with a fixed order: one strided add per kernel offset."""
-    n, c, h, w = shape
-    kh, kw = kernel
-    ho, wo = out_hw
-    g = gcols.reshape(c, kh, kw, n, ho, wo)
-    img = torch.zeros(
-        (n, c, h + 2 * padding[0], w + 2 * padding[1]), dtype=torch.float64, device=gcols.device
-    )
-    for i in range(kh):
-        for j in range(kw):
-            r0, c0 = i * dilation[0], j * dilation[1]
-            view = img[
-                :,
-                :,
-                r0 : r0 + stride[0] * (ho - 1) + 1 : stride[0],
-                c0 : c0 + stride[1] * (wo - 1) + 1 : stride[1],
-            ]
-            view += g[:, i, j].permute(1, 0, 2, 3)
-    return img[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + w]
-
-
-@handles(aten.convolution_backward.default)
-def _convolution_backward(
-    ctx: Any,
-    grad: torch.Tensor,
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias_sizes: Any,
-    stride: Any,
-    padding: Any,
-    dilation: Any,
-    transposed: bool,
-    output_padding: Any,
-    groups: int,
-    output_mask: list[bool],
-) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    require_f32("convolution_backward", grad, x, weight)
-    _check_conv(x, transposed, groups, output_padding)
-    o, _, kh, kw = weight.shape
-    ho, wo = grad.shape[2], grad.shape[3]
-    g2 = grad.permute(1, 0, 2, 3).reshape(o, -1)  # (O, N*L)
-    gi = gw = gb = None
-    if output_mask[0]:
-        total, bad = matmul64(weight.reshape(o, -1).t().contiguous(), g2)
-        img = _fold64(
-            _with_nan(total, bad), tuple(x.shape), (kh, kw), stride, padding, dilation, (ho, wo)
-        )
-        gi = img.to(torch.float32).contiguous()
-    if output_mask[1]:
-        cols = _cols(x, (kh, kw), stride, padding, dilation)
-        gw = strict_matmul(g2, cols.t().contiguous()).reshape(weight.shape)
-    if output_mask[2]:
-        gb = tree_sum64(grad, [0, 2, 3]).to(torch.float32)
-    return gi, gw, gb

@@ -1,4 +1,4 @@
-"""Strict implementations of losses (nll, mse) and of layer norm, forward and backward."""
+"""Strict implementations of losses (nll, mse), layer norm and batch norm, forward and backward."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from ree._errors import NondeterminismError
 from ree.strict._reduce import const, tree_sum64
 from ree.strict._registry import f64, handles, require_f32
 
@@ -163,3 +164,150 @@ def _layer_norm_backward(
     if output_mask[2] and bias is not None:
         gb = tree_sum64(g, batch).to(F32) if batch else g.to(F32)
     return gi, gw, gb
+
+
+# -- batch norm: statistics over every dimension but the channels (dim 1) ---------------------
+
+
+def _bn_dims(x: torch.Tensor) -> tuple[list[int], list[int], int]:
+    """Reduced dims, the shape that broadcasts a per-channel vector, and the count per channel."""
+    dims = [0, *range(2, x.dim())]
+    n = 1
+    for d in dims:
+        n *= x.shape[d]
+    return dims, [1, x.shape[1]] + [1] * (x.dim() - 2), n
+
+
+def batch_norm(
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    running_mean: torch.Tensor | None,
+    running_var: torch.Tensor | None,
+    training: bool,
+    momentum: float,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Batch norm in float64 with fixed-order sums, rounded once; running stats updated in place.
+
+    Training normalises with the batch's mean and biased variance (two passes), and
+    moves the running stats by ``momentum`` towards the mean and the unbiased
+    variance, each new value rounded once. Evaluation normalises with the running
+    stats and returns empty saved statistics, as torch does.
+    """
+    require_f32("batch_norm", x, weight, bias, running_mean, running_var)
+    dims, bshape, n = _bn_dims(x)
+    x64 = f64(x)
+    if training:
+        mean = tree_sum64(x64, dims, keepdim=True) / const(x, n)
+        c = x64 - mean
+        sq = tree_sum64(c * c, dims, keepdim=True)
+        rstd = 1.0 / (sq / const(x, n) + eps).sqrt()
+        if running_mean is not None and running_var is not None:
+            with torch.no_grad():
+                unbiased = sq / const(x, max(n - 1, 1))
+                for run, new in ((running_mean, mean), (running_var, unbiased)):
+                    moved = f64(run) * (1.0 - momentum) + new.reshape(-1) * momentum
+                    run.copy_(moved.to(F32))
+        saved = (mean.reshape(-1).to(F32), rstd.reshape(-1).to(F32))
+    else:
+        if running_mean is None or running_var is None:
+            raise NondeterminismError("batch norm in evaluation needs running statistics")
+        mean = f64(running_mean).reshape(bshape)
+        c = x64 - mean
+        rstd = 1.0 / (f64(running_var).reshape(bshape) + eps).sqrt()
+        empty = torch.empty(0, dtype=F32, device=x.device)
+        saved = (empty, empty.clone())
+    y = c * rstd
+    if weight is not None:
+        y = y * f64(weight).reshape(bshape)
+    if bias is not None:
+        y = y + f64(bias).reshape(bshape)
+    return y.to(F32), *saved
+
+
+@handles(aten.native_batch_norm.default, aten._native_batch_norm_legit.default)
+def _batch_norm(
+    ctx: Any,
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    running_mean: torch.Tensor | None,
+    running_var: torch.Tensor | None,
+    training: bool,
+    momentum: float,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps)
+
+
+@handles(aten._native_batch_norm_legit.no_stats)
+def _batch_norm_no_stats(
+    ctx: Any,
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    training: bool,
+    momentum: float,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return batch_norm(x, weight, bias, None, None, training, momentum, eps)
+
+
+@handles(aten._native_batch_norm_legit_no_training.default)
+def _batch_norm_no_training(
+    ctx: Any,
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    running_mean: torch.Tensor,
+    running_var: torch.Tensor,
+    momentum: float,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return batch_norm(x, weight, bias, running_mean, running_var, False, momentum, eps)
+
+
+@handles(aten.native_batch_norm_backward.default)
+def _batch_norm_backward(
+    ctx: Any,
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    running_mean: torch.Tensor | None,
+    running_var: torch.Tensor | None,
+    save_mean: torch.Tensor | None,
+    save_invstd: torch.Tensor | None,
+    train: bool,
+    eps: float,
+    output_mask: list[bool],
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """The batch-norm gradients from the saved (training) or running (evaluation) statistics."""
+    require_f32("batch_norm_backward", grad, x, weight)
+    dims, bshape, n = _bn_dims(x)
+    g = f64(grad)
+    if train:
+        if save_mean is None or save_invstd is None:
+            raise NondeterminismError("batch norm backward in training needs the saved statistics")
+        mean = f64(save_mean).reshape(bshape)
+        r = f64(save_invstd).reshape(bshape)
+    else:
+        if running_mean is None or running_var is None:
+            raise NondeterminismError("batch norm backward in evaluation needs running statistics")
+        mean = f64(running_mean).reshape(bshape)
+        r = 1.0 / (f64(running_var).reshape(bshape) + eps).sqrt()
+    xhat = (f64(x) - mean) * r
+    gb = tree_sum64(g, dims, keepdim=True)
+    gw = tree_sum64(g * xhat, dims, keepdim=True)
+    scale = r if weight is None else r * f64(weight).reshape(bshape)
+    gi = None
+    if output_mask[0]:
+        if train:
+            gi = (scale * ((g - gb / const(x, n)) - xhat * (gw / const(x, n)))).to(F32)
+        else:
+            gi = (g * scale).to(F32)
+    return (
+        gi,
+        gw.reshape(-1).to(F32) if output_mask[1] and weight is not None else None,
+        gb.reshape(-1).to(F32) if output_mask[2] else None,
+    )

@@ -80,7 +80,9 @@ def _tree_last(x: torch.Tensor, keepdim: bool) -> torch.Tensor:
 def _check_float(x: torch.Tensor, what: str) -> None:
     if x.dtype not in (torch.float32, torch.float64):
         raise NondeterminismError(
-            f"strict {what} supports float32 and float64, got {x.dtype}; cast first"
+            f"strict mode implements {what} for float32 and float64 only, got {x.dtype}; "
+            "keep the model and its inputs in float32 under strict mode, or cast to float32 "
+            "first"
         )
 
 

@@ -38,8 +38,9 @@ def require_f32(op: str, *tensors: torch.Tensor | None) -> None:
     for t in tensors:
         if t is not None and t.dtype != FLOAT32:
             raise NondeterminismError(
-                f"strict mode implements {op} for float32 only, got {t.dtype}; "
-                "train in float32 under strict mode (mixed precision is not reproducible yet)"
+                f"strict mode implements {op} for float32 only, got {t.dtype}; keep the "
+                "model, its inputs and its optimizer state in float32 under strict mode "
+                "(no .half(), .bfloat16() or autocast), or train in mode='device'"
             )
 
 

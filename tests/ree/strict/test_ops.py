@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -429,3 +430,137 @@ def test_exp_fast_path_gives_the_bits_of_the_general_path(name: str) -> None:
     assert torch.equal(fast.view(torch.int64), slow.view(torch.int64))
     above = fn(x[x >= tr.EXP_MIN])
     assert torch.equal(above.view(torch.int64), slow[x >= tr.EXP_MIN].view(torch.int64))
+
+
+def _grads_vs_float64(
+    fn: Callable[..., torch.Tensor], inputs: list[torch.Tensor], **kw: object
+) -> list[float]:
+    """Strict ``fn`` and its input gradients against float64, as errors relative to each maximum."""
+    g = torch.Generator().manual_seed(11)
+    leaves = [t.clone().requires_grad_() for t in inputs]
+    with enter_strict():
+        y = fn(*leaves, **kw)
+    gy = torch.randn(y.shape, generator=g)
+    with enter_strict():
+        grads = torch.autograd.grad(y, leaves, gy)
+    ref = [t.detach().double().requires_grad_() for t in inputs]
+    yd = fn(*ref, **kw)
+    gds = torch.autograd.grad(yd, ref, gy.double())
+    pairs = [(y, yd), *zip(grads, gds, strict=True)]
+    return [((a.double() - b).abs().max() / b.abs().max()).item() for a, b in pairs]
+
+
+CONVS: dict[
+    str, tuple[Callable[..., torch.Tensor], tuple[int, ...], tuple[int, ...], dict[str, Any]]
+] = {
+    "grouped": (
+        F.conv2d,
+        (2, 4, 7, 6),
+        (6, 2, 3, 2),
+        {"stride": (2, 1), "padding": 1, "groups": 2},
+    ),
+    "depthwise": (F.conv2d, (2, 4, 7, 6), (8, 1, 3, 3), {"padding": 1, "groups": 4}),
+    "transposed": (
+        F.conv_transpose2d,
+        (2, 4, 5, 4),
+        (4, 3, 3, 2),
+        {"stride": 2, "padding": 1, "output_padding": 1, "groups": 2},
+    ),
+    "transposed-dilated": (
+        F.conv_transpose2d,
+        (2, 3, 5, 4),
+        (3, 2, 3, 3),
+        {"stride": (2, 3), "padding": (1, 0), "dilation": (2, 1)},
+    ),
+    "conv1d-grouped": (F.conv1d, (2, 4, 9), (6, 2, 3), {"stride": 2, "padding": 1, "groups": 2}),
+    "conv_transpose1d": (
+        F.conv_transpose1d,
+        (2, 4, 9),
+        (4, 3, 3),
+        {"stride": 2, "padding": 1, "output_padding": 1},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONVS))
+def test_grouped_transposed_and_1d_convolutions_match_float64(name: str) -> None:
+    fn, xs, ws, kw = CONVS[name]
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(ws, generator=g)
+    out_channels = (
+        w.shape[1] * int(kw.get("groups", 1)) if "transpose" in fn.__name__ else w.shape[0]
+    )
+    inputs = [torch.randn(xs, generator=g), w, torch.randn(out_channels, generator=g)]
+    errs = _grads_vs_float64(fn, inputs, **kw)
+    assert max(errs) <= 2e-7, errs
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 5, 5), (6, 3), (4, 3, 7)])
+def test_batch_norm_matches_float64_and_updates_running_stats(shape: tuple[int, ...]) -> None:
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(shape, generator=g) * 3 + 1
+    w, b = torch.rand(3, generator=g) + 0.5, torch.randn(3, generator=g)
+    stats = [torch.randn(3, generator=g), torch.rand(3, generator=g) + 0.5]
+
+    def train(xx: torch.Tensor, ww: torch.Tensor, bb: torch.Tensor) -> torch.Tensor:
+        rm, rv = (s.to(xx.dtype).clone() for s in stats)
+        out = F.batch_norm(xx, rm, rv, ww, bb, training=True, momentum=0.1, eps=1e-5)
+        if xx.dtype == F32:  # the strict pass: keep its running stats for the check below
+            train.stats = (rm, rv)  # type: ignore[attr-defined]
+        return out
+
+    def evaluate(xx: torch.Tensor, ww: torch.Tensor, bb: torch.Tensor) -> torch.Tensor:
+        rm, rv = (s.to(xx.dtype).clone() for s in stats)
+        return F.batch_norm(xx, rm, rv, ww, bb, training=False, eps=1e-5)
+
+    assert max(_grads_vs_float64(train, [x, w, b])) <= 2e-7
+    assert max(_grads_vs_float64(evaluate, [x, w, b])) <= 2e-7
+    dims = [0, *range(2, x.dim())]
+    x64 = x.double()
+    want_mean = (stats[0].double() * 0.9 + x64.mean(dims) * 0.1).to(F32)
+    want_var = (stats[1].double() * 0.9 + x64.var(dims, correction=1) * 0.1).to(F32)
+    rm, rv = train.stats  # type: ignore[attr-defined]
+    assert (rm - want_mean).abs().max().item() <= 1e-6
+    assert (rv - want_var).abs().max().item() <= 1e-6 * want_var.abs().max().item()
+
+
+def test_batch_norm_module_gives_the_same_bits_with_one_and_two_threads() -> None:
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(8, 4, 16, 16, generator=g)
+    results = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            bn = torch.nn.BatchNorm2d(4)
+            xx = x.clone().requires_grad_()
+            with enter_strict():
+                y = bn(xx)
+                (gx,) = torch.autograd.grad((y * y).sum(), xx)
+            results.append((y, gx, bn.running_mean.clone(), bn.running_var.clone()))
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(a, b) for a, b in zip(*results, strict=True))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_and_bfloat16_arithmetic_raises_naming_the_op(dtype: torch.dtype) -> None:
+    """Strict mode's dtype policy: float32 only; low-precision copies are fine, arithmetic raises."""
+    from ree._errors import NondeterminismError
+
+    x = torch.randn(4, 4)
+    with enter_strict():
+        low = x.to(dtype)  # a correctly rounded conversion: exact, so allowed
+        assert torch.equal(low, x.to(dtype))
+        assert torch.equal(low.float() * x, x.to(dtype).float() * x)
+        for op, run in (
+            ("mul", lambda: low * low),
+            ("sqrt", lambda: torch.sqrt(low)),
+            ("mm", lambda: low @ low),
+            ("addmm", lambda: F.linear(low, low, low[0])),
+            ("sum", lambda: low.sum()),
+        ):
+            with pytest.raises(NondeterminismError, match=rf"{op}.*{str(dtype)[6:]}.*float32"):
+                run()
+        with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(NondeterminismError):
+            F.linear(x, x)
