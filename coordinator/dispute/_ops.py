@@ -111,11 +111,14 @@ def _executor(
 
 def judge_ops(*, store: BlobStore, traces: dict[str, tuple[str, bytes]], state_root: str,
               input_cids: Sequence[str], workdir: Path, mode: str = "device",
-              task_fingerprint: str | None = None, seed: int = 0) -> OpJudgement:  # fmt: skip
+              task_fingerprint: str | None = None, seed: int = 0,
+              batch: tuple[str, int] | None = None) -> OpJudgement:  # fmt: skip
     """Rule on one disputed step from the parties' posted op traces (see the module docstring).
 
     ``traces`` maps DEFENDER / CHALLENGER to the (CID, root) each posted;
     ``input_cids`` are the CIDs of op inputs either party posted (tried in turn).
+    ``batch`` is the step's (batch root, leaf count) when the referee derived it
+    from the task's data and cursor; without it the traces must agree on it.
     Raises :class:`OpLevelError` when one op cannot settle it (the traces ran
     different programs, or no usable inputs were posted): the caller then
     re-executes the whole step.
@@ -136,8 +139,10 @@ def judge_ops(*, store: BlobStore, traces: dict[str, tuple[str, bytes]], state_r
         return OpJudgement(party == CHALLENGER, None, "trace unavailable or not as committed", 0,
                            honest.n, f"{party}: {why}")  # fmt: skip
     d, c = got[DEFENDER], got[CHALLENGER]
-    if d.batch_root != c.batch_root or d.batch_n != c.batch_n:
-        raise OpLevelError("the traces disagree on the step's batch root; re-execute the step")
+    if batch is None:
+        if d.batch_root != c.batch_root or d.batch_n != c.batch_n:
+            raise OpLevelError("the traces disagree on the step's batch root; re-execute the step")
+        batch = (d.batch_root, d.batch_n)
     fetched: dict[int, list[torch.Tensor]] = {}
 
     def fetch_inputs(record: OpRecord) -> list[torch.Tensor]:
@@ -156,7 +161,7 @@ def judge_ops(*, store: BlobStore, traces: dict[str, tuple[str, bytes]], state_r
                 path.unlink(missing_ok=True)
         raise OpLevelError(f"no posted inputs of op {record.index} match both traces")
 
-    v: Verdict = referee(d, c, state_root=state_root, batch_root=d.batch_root, batch_n=d.batch_n,
+    v: Verdict = referee(d, c, state_root=state_root, batch_root=batch[0], batch_n=batch[1],
                          fetch_inputs=fetch_inputs, execute_in=execute_in)  # fmt: skip
     if v.winner is None:
         raise OpLevelError(f"one op cannot settle it: {v.finding.value} ({v.detail})")

@@ -133,3 +133,72 @@ class StoreBlindVerifier(Verifier):
 
     def manifest(self, cid: str) -> RunManifest:
         return dataclasses.replace(super().manifest(cid), checkpoints={})
+
+
+class LastBlockProtocol:
+    """A solver's view of the protocol that sends each move in the block whose timestamp is its
+    deadline (``late=1``: one block after it). Test chains only (py-evm's ``time_travel``).
+    Deadlines are reckoned from the post, so a reopened slot (a new clock) is out of scope."""
+
+    def __init__(self, p: Any, late: int = 0) -> None:
+        self._p, self.late = p, late
+        self.moves: list[tuple[str, int, int]] = []  # (move, deadline, timestamp of its block)
+        self.refused: list[tuple[str, str]] = []  # (move, chain error)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._p, name)
+
+    def _at(self, what: str, deadline: int, send: Any) -> Any:
+        target = deadline + self.late
+        if self._p.client.now() < target:
+            self._p.client.w3.provider.ethereum_tester.time_travel(target)
+        try:
+            r = send()
+        except ChainError as e:
+            self.refused.append((what, str(e.error)))
+            raise
+        ts = int(self._p.client.w3.eth.get_block(r.block_number)["timestamp"])
+        self.moves.append((what, deadline, ts))
+        return r
+
+    def _task_deadline(self, tid: int, windows: int) -> int:
+        t = self._p.get_task(tid)
+        q = t["p"]
+        return (
+            int(t["postedAt"])
+            + q["claimWindow"]
+            + q["workWindow"]
+            + (q["revealWindow"] if windows > 2 else 0)
+        )
+
+    def commit(self, solver: Any, tid: int, slot: int, reveal: Any) -> Any:
+        return self._at("commit", self._task_deadline(tid, 2),
+                        lambda: self._p.commit(solver, tid, slot, reveal))  # fmt: skip
+
+    def reveal(self, solver: Any, tid: int, slot: int, reveal: Any, proof: Any) -> Any:
+        return self._at("reveal", self._task_deadline(tid, 3),
+                        lambda: self._p.reveal(solver, tid, slot, reveal, proof))  # fmt: skip
+
+    def _dispute(self, what: str, did: int, send: Any) -> Any:
+        return self._at(what, int(self._p.get_dispute(did)["deadline"]), send)
+
+    def respond(self, party: Any, did: int, *a: Any) -> Any:
+        return self._dispute("respond", did, lambda: self._p.respond(party, did, *a))
+
+    def post_step_root(self, party: Any, did: int, *a: Any) -> Any:
+        return self._dispute("step roots", did, lambda: self._p.post_step_root(party, did, *a))
+
+    def post_op_trace(self, party: Any, did: int, *a: Any) -> Any:
+        return self._dispute("op trace", did, lambda: self._p.post_op_trace(party, did, *a))
+
+
+class LastBlockSolver(PerturbingSolver):
+    """Moves in the last block before each of its deadlines (commit, reveal, every dispute
+    move), or one block late with ``late=1``; with ``k=0`` it trains honestly."""
+
+    def __init__(self, *a: Any, late: int = 0, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.p = LastBlockProtocol(self.p, late)  # type: ignore[assignment]
+
+    def fault_for(self, task_id: int) -> dict[str, Any]:
+        return super().fault_for(task_id) if self.k else {}
