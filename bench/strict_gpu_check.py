@@ -26,6 +26,7 @@ from ree.strict import REFERENCE_MODELS, StrictGenerator, Workload, train_root, 
 
 # Keep equal to tests/ree/strict/golden_roots.json (checked by tests/ree/strict/test_bench.py).
 GOLDEN = {
+    "bncnn": "3a6abeb2baef49b3e692cfcc96b25188840ccc03d87b5f0d5c7a690435292b33",
     "cnn": "63a0bada19e2603e03d30f87744ca0a6ca883cb67890bf0d1ad43c2e2f3bfe3c",
     "gpt": "825e80abb60098edb4b369c5338dfd04c37ca947757b092a570edf5754c10e5f",
     "hf-gpt2": "25d214e9b6f920d6c5089cbfcfc187034f419ed997a25e29e89cede3c71698b0",

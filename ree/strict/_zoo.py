@@ -9,7 +9,8 @@ uniform draws differ between vector ISAs.
 Models: ``mlp`` (SGD with momentum), ``cnn`` (two convolutions, Adam), ``mha``
 (``nn.MultiheadAttention``, GELU, LayerNorm, dropout, AdamW) and ``gpt`` (a
 GPT-2 block in plain torch: tied embeddings, causal attention, tanh GELU,
-dropout, AdamW).
+dropout, AdamW) and ``bncnn`` (batch norm with running stats, grouped, depthwise
+and transposed convolutions, SGD with Nesterov momentum and weight decay).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ __all__ = [
     "train_workload",
 ]
 
-MODELS = ("mlp", "cnn", "mha", "gpt")
+MODELS = ("mlp", "cnn", "mha", "gpt", "bncnn")
 STEPS = 20
 BATCH = 4
 
@@ -66,6 +67,26 @@ class _CNN(nn.Module):
         h = torch.relu(self.c1(x))
         h = torch.sigmoid(self.c2(h))
         return self.head(h.flatten(1))
+
+
+class _BNCNN(nn.Module):
+    """Batch norm between grouped, depthwise and transposed convolutions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.grouped = nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=4)
+        self.depthwise = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.up = nn.ConvTranspose2d(8, 4, 2, stride=2, groups=2)
+        self.head = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.bn1(self.c1(x)))
+        h = self.bn2(self.depthwise(self.grouped(h)))
+        h = torch.tanh(self.up(torch.relu(h)))
+        return self.head(h.mean((2, 3)))
 
 
 class _MHABlock(nn.Module):
@@ -160,7 +181,7 @@ def reinit(model: nn.Module, gen: StrictGenerator) -> None:
             if p.dim() >= 2:
                 bound = 1.0 / math.sqrt(p[0].numel())
                 p.copy_(gen.uniform(tuple(p.shape), p.device) * (2 * bound) - bound)
-            elif name.endswith("weight") and "ln" in name:
+            elif name.endswith("weight") and ("ln" in name or "bn" in name):
                 p.fill_(1.0)
             else:
                 p.copy_(gen.uniform(tuple(p.shape), p.device) * 0.2 - 0.1)
@@ -195,6 +216,12 @@ def build(name: str, device: torch.device | str) -> Workload:
     if name == "cnn":
         model = _CNN().to(device)
         opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        return Workload(model, opt, floats(BATCH, 1, 8, 8), ce)
+    if name == "bncnn":
+        model = _BNCNN().to(device)
+        opt = torch.optim.SGD(
+            model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4
+        )
         return Workload(model, opt, floats(BATCH, 1, 8, 8), ce)
     if name == "mha":
         model = _MHABlock().to(device)
