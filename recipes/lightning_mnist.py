@@ -14,6 +14,10 @@ the same datamodule.
 
 Run: ``python recipes/lightning_mnist.py [--steps 120]``, or ``--local`` to train
 here under the REE (``GensynStrategy(role="executor")``) and print the trace.
+The training itself takes a few seconds; a devnet ``fit`` takes one to two
+minutes on a busy 2-core machine, nearly all of it the network's fixed cost
+(starting the chain and a solver, the solver's segments in fresh processes,
+one-second blocks).
 """
 
 from __future__ import annotations
