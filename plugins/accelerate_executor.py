@@ -8,10 +8,10 @@ put beside it in the run's working folder.
 
 The script runs in a child process of this interpreter, one rank, its
 ``Accelerator`` in the executor role. The ``RunRequest`` reaches it in one
-variable (:data:`gensyn_integrations._accel.run.RUN_ENV`): the REE settings,
+variable (:data:`plugins._accel.run.RUN_ENV`): the REE settings,
 the start checkpoint, the end step and the checkpoint cadence. The script's
 ``Accelerator`` stops it at ``end_step`` and writes the trace, the checkpoints
-and the steps done (:mod:`gensyn_integrations._accel.run`), from which this
+and the steps done (:mod:`plugins._accel.run`), from which this
 plugin builds the RunResult: the torch executor's contract (a trace covering
 ``start_step..steps_done``, a root every ``root_every`` steps and one at the
 end, checkpoints at the start, every ``checkpoint_every`` steps and at the end).
@@ -20,6 +20,7 @@ the user's code: a failure commit (:func:`coordinator.tasks.failure_digest`)
 with the script's traceback.
 
 Layering note: nothing of accelerate is imported here; the script imports it.
+:mod:`plugins._accel.run`, the protocol both sides share, is stdlib only.
 """
 
 from __future__ import annotations
@@ -33,13 +34,19 @@ from typing import Any
 
 from coordinator.tasks import RunRequest, RunResult, TaskRunError, failure_digest
 from gensyn_integrations.hookspecs import hookimpl
+from plugins._accel.run import RESULT_FILE, RUN_ENV
 from ree._trace import Trace
 
-__all__ = ["FRAMEWORK", "gensyn_execute_task", "gensyn_verify_interval", "run_accelerate"]
+__all__ = [
+    "FRAMEWORK",
+    "RESULT_FILE",
+    "RUN_ENV",
+    "gensyn_execute_task",
+    "gensyn_verify_interval",
+    "run_accelerate",
+]
 
 FRAMEWORK = "accelerate"
-RUN_ENV = "GENSYN_EXECUTOR_RUN"  # gensyn_integrations._accel.run.RUN_ENV (layer 5: not imported)
-RESULT_FILE = "gensyn-run-result.json"  # gensyn_integrations._accel.run.RESULT_FILE
 TIMEOUT_S = 3600.0
 
 

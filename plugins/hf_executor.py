@@ -12,7 +12,8 @@ bundle's code, or an installed module; :func:`build_shipped` for what
   accumulation, clipping and seed come from the TaskSpec itself;
 * ``data_collator`` (optional) and ``threads`` (optional, default 1).
 
-The run is the same ``GensynTrainer(role="executor")`` a user runs locally, so
+The run is the ``GensynTrainer(role="executor")`` a user runs locally (its
+executor part, :class:`plugins._hf.trainer.ExecutorTrainer`), so
 the remote trace equals the local one bit for bit in device mode. The
 scheduler is always built for ``spec.steps``; a run that ends earlier
 (``end_step``: a solver's segment, a verifier's interval, a referee's step) is
@@ -29,8 +30,9 @@ end, a checkpoint at ``start_step``, every ``checkpoint_every`` steps and at the
 end, and a failure commit (:func:`coordinator.tasks.failure_digest`) when the
 user's code raises.
 
-Layering note: transformers and the ``GensynTrainer`` are imported when a task
-runs, never when the plugin is registered.
+Layering note: transformers and the executor ``Trainer`` (:mod:`plugins._hf`,
+the same class ``GensynTrainer`` extends with its client role) are imported
+when a task runs, never when the plugin is registered.
 """
 
 from __future__ import annotations
@@ -270,8 +272,8 @@ def _trainer(req: RunRequest, model: Any, dataset: Any, get: Any, root_every: in
     from transformers.data.data_collator import default_data_collator
     from transformers.trainer_callback import PrinterCallback
 
-    from gensyn_integrations._hf.callback import GensynCallback
-    from gensyn_integrations._hf.trainer import GensynTrainer
+    from plugins._hf.callback import GensynCallback
+    from plugins._hf.trainer import ExecutorTrainer
 
     spec = req.spec
     extra = dict(get("args") or {})
@@ -288,7 +290,7 @@ def _trainer(req: RunRequest, model: Any, dataset: Any, get: Any, root_every: in
     gensyn = GensynCallback(role="executor", commit_interval=root_every, mode="device",
                             seed=spec.seed, threads=int(get("threads") or 1))  # fmt: skip
     ctl = _control_cls()(gensyn, req.out_dir, req.end_step, ckpt_every)
-    trainer = GensynTrainer(
+    trainer = ExecutorTrainer(
         model=model, args=args, train_dataset=dataset,
         data_collator=get("data_collator") or default_data_collator, callbacks=[gensyn, ctl],
     )  # fmt: skip

@@ -4,11 +4,13 @@ It implements ``gensyn_execute_task`` and ``gensyn_verify_interval`` for
 ``framework="lightning"``. The task's entry point (``module:function`` in the
 bundle's code, or an installed module) returns a mapping or object with
 ``module`` (a ``lightning.pytorch.LightningModule``) and either ``datamodule``
-or ``train_dataloader``. The run is ``Trainer(strategy=GensynStrategy(role=
-"executor"), max_steps=end_step)``: the trace is the one
-:class:`GensynTraceCallback` records, and the checkpoints are REE checkpoints
-written through the safetensors CheckpointIO, so a run resumes from any of
-them (the solver's segments, a verifier's interval) with ``ckpt_path``.
+or ``train_dataloader``. The run is ``Trainer(strategy=SingleDeviceStrategy(
+checkpoint_io=SafetensorsCheckpointIO()), callbacks=[<a GensynTraceCallback>],
+max_steps=end_step)``: what ``GensynStrategy(role="executor")`` sets up, with
+the same roots. The trace is the one :class:`GensynTraceCallback` records, and
+the checkpoints are REE checkpoints written through the safetensors
+CheckpointIO, so a run resumes from any of them (the solver's segments, a
+verifier's interval) with ``ckpt_path``.
 
 The RunResult contract is the torch executor's: a trace covering
 ``start_step..steps_done`` with a root every ``root_every`` steps and one at the
@@ -20,8 +22,9 @@ written beside the checkpoints as :data:`coordinator.tasks._results.METRICS_FILE
 which ``publish_run`` puts in the run manifest for the client's progress bar
 and loggers.
 
-Layering note: the Trainer pieces live in ``gensyn_integrations._lightning``
-and are imported when a task runs, never when the plugin is registered.
+Layering note: the Trainer pieces live in :mod:`plugins._lightning` (the face,
+``gensyn_integrations.lightning``, re-exports them) and are imported when a task
+runs, never when the plugin is registered.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from coordinator.tasks import RunRequest, RunResult, TaskRunError, failure_diges
 from coordinator.tasks._results import METRICS_FILE
 from gensyn_integrations.hookspecs import hookimpl
 from plugins._code import call_entry, code_path, import_shipped, load_code_file
+from plugins._lightning import twins
 from ree._trace import Trace
 
 __all__ = ["FRAMEWORK", "build_shipped", "gensyn_execute_task", "gensyn_verify_interval", "run_lightning"]
@@ -129,11 +133,9 @@ def _flavour(module: Any) -> str:
 
 def _callback_cls(flavour: str) -> type:
     """The executor's trace callback: the REE callback plus start checkpoints, fresh traces and losses."""
-    import importlib
+    from plugins._lightning.checkpoint_io import TREE_KEY
 
-    from gensyn_integrations._lightning.checkpoint_io import TREE_KEY
-
-    GensynTraceCallback = importlib.import_module(f"gensyn_integrations.{flavour}").GensynTraceCallback  # noqa: N806
+    GensynTraceCallback = twins(flavour).GensynTraceCallback  # noqa: N806
 
     class ExecutorTraceCallback(GensynTraceCallback):  # type: ignore[misc, valid-type]
         """Record the run's trace from its start step, as the torch executor does."""
@@ -249,13 +251,17 @@ def run_lightning(req: RunRequest) -> RunResult:
     module, data = _load_job(req)
     flavour = _flavour(module)
     pl = importlib.import_module("pytorch_lightning" if flavour == "pytorch_lightning" else "lightning.pytorch")
-    GensynStrategy = importlib.import_module(f"gensyn_integrations.{flavour}").GensynStrategy  # noqa: N806
+    # GensynStrategy(role="executor") is this SingleDeviceStrategy with this CheckpointIO and
+    # the trace callback; its client role is the face's, which plugins never import.
+    strategy = pl.strategies.SingleDeviceStrategy(
+        device="cpu", checkpoint_io=twins(flavour).SafetensorsCheckpointIO()
+    )
     cb = _callback_cls(flavour)(
         commit_interval=root_every, seed=spec.seed, checkpoint_dir=out,
         stop_at_start=req.end_step == req.start_step,
     )  # fmt: skip
     trainer = pl.Trainer(
-        strategy=GensynStrategy(role="executor", commit_interval=root_every, seed=spec.seed),
+        strategy=strategy,
         callbacks=[cb], max_steps=max(req.end_step, req.start_step + 1), accelerator="cpu", devices=1,
         precision=_PRECISIONS[spec.precision],  # type: ignore[arg-type]
         accumulate_grad_batches=spec.accumulation, gradient_clip_val=spec.clip_norm,

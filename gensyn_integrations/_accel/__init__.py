@@ -1,1 +1,5 @@
-"""Private parts of :mod:`gensyn_integrations.accelerate`: the Accelerator, its data loader, the launcher."""
+"""Private parts of :mod:`gensyn_integrations.accelerate`: the launcher and the client role (``gensyn launch --remote``).
+
+The ``Accelerator`` itself, its traced loader and the executor run protocol live
+below the face, in :mod:`plugins._accel` (DESIGN.md, "Layers").
+"""

@@ -1,5 +1,7 @@
-"""Private parts of :mod:`gensyn_integrations.transformers`: the callback, the trainer, data order.
+"""Private parts of :mod:`gensyn_integrations.transformers`: the client role of ``GensynTrainer``.
 
-Only :mod:`gensyn_integrations._hf.callback` and :mod:`gensyn_integrations._hf.trainer`
-import transformers; :mod:`gensyn_integrations._hf.data` needs torch and ``ree`` alone.
+What it ships (:mod:`._hf.ship`), how it trains on the network (:mod:`._hf.client`)
+and the ``GensynTrainer`` that adds that role (:mod:`._hf.trainer`). The
+executor's pieces (``GensynCallback``, the executor ``Trainer``, data order,
+resume) live below the face, in :mod:`plugins._hf` (DESIGN.md, "Layers").
 """

@@ -12,7 +12,7 @@ The client role is ``gensyn launch --remote --steps N train.py [ARGS...]``
 (:mod:`gensyn_integrations._accel.remote`): the script travels as source with
 its arguments; a solver runs it on one rank with its ``Accelerator`` in the
 executor role, which takes the run's settings, start checkpoint and end step
-from the environment (:mod:`gensyn_integrations._accel.run`); the verified
+from the environment (:mod:`plugins._accel.run`); the verified
 final REE checkpoint comes back to ``--result`` (load it with
 ``accelerator.load_ree_checkpoint(path)``). ``Accelerator(role="client")`` is
 refused: a script cannot send itself while it runs.
@@ -20,7 +20,7 @@ refused: a script cannot send itself while it runs.
 
 from __future__ import annotations
 
-from gensyn_integrations._accel.accelerator import Accelerator
-from gensyn_integrations._hf.settings import REE_FILE
+from plugins._accel.accelerator import Accelerator
+from plugins._hf.settings import REE_FILE
 
 __all__ = ["REE_FILE", "Accelerator"]

@@ -8,24 +8,11 @@ whose classes don't mix.
 from __future__ import annotations
 
 import pytorch_lightning as pl
-from lightning_fabric.plugins.io.checkpoint_io import CheckpointIO
 
-from gensyn_integrations._lightning.checkpoint_io import SafetensorsCheckpointIOMixin
 from gensyn_integrations._lightning.strategy import GensynStrategyMixin
-from gensyn_integrations._lightning.trace_callback import TraceCallbackMixin
+from plugins._lightning.twin_pytorch_lightning import GensynTraceCallback, SafetensorsCheckpointIO
 
 __all__ = ["GensynStrategy", "GensynTraceCallback", "SafetensorsCheckpointIO"]
-
-
-class SafetensorsCheckpointIO(SafetensorsCheckpointIOMixin, CheckpointIO):
-    """Lightning checkpoints as REE checkpoints: safetensors plus canonical JSON."""
-
-
-class GensynTraceCallback(TraceCallbackMixin, pl.Callback):
-    """Record a Lightning run's trace: a state root every ``commit_interval`` optimizer steps."""
-
-    _pl = pl
-    _checkpoint_io_cls = SafetensorsCheckpointIO
 
 
 class GensynStrategy(GensynStrategyMixin, pl.strategies.SingleDeviceStrategy):

@@ -18,10 +18,10 @@ Importing this module imports ``transformers`` (and torch), never Lightning.
 
 from __future__ import annotations
 
-from gensyn_integrations._hf.callback import GensynCallback
 from gensyn_integrations._hf.client import TrainerReceipt
-from gensyn_integrations._hf.settings import REE_FILE
 from gensyn_integrations._hf.ship import ShipError
 from gensyn_integrations._hf.trainer import GensynTrainer
+from plugins._hf.callback import GensynCallback
+from plugins._hf.settings import REE_FILE
 
 __all__ = ["REE_FILE", "GensynCallback", "GensynTrainer", "ShipError", "TrainerReceipt"]

@@ -84,8 +84,7 @@ def trainer(
     """A GensynTrainer over :class:`Tokens` in ``role``; ``kw`` go to the TrainingArguments."""
     from transformers.data.data_collator import default_data_collator
 
-    from gensyn_integrations._hf.callback import GensynCallback
-    from gensyn_integrations._hf.trainer import GensynTrainer
+    from gensyn_integrations.transformers import GensynCallback, GensynTrainer
 
     cb = GensynCallback(role=role, commit_interval=commit_interval, mode="device", threads=1)
     return GensynTrainer(model=model(), args=args(out, **kw), train_dataset=Tokens(),

@@ -207,8 +207,7 @@ class _Text(Dataset[dict[str, Any]]):
 def _client(tmp_path: Path, **kw: Any) -> Any:
     from transformers.data.data_collator import default_data_collator
 
-    from gensyn_integrations._hf.callback import GensynCallback
-    from gensyn_integrations._hf.trainer import GensynTrainer
+    from gensyn_integrations.transformers import GensynCallback, GensynTrainer
 
     parts: dict[str, Any] = {"model": app.model(), "args": app.args(str(tmp_path)),
                              "train_dataset": app.Tokens(), "data_collator": default_data_collator,
@@ -221,7 +220,7 @@ def test_what_cannot_ship_gets_an_error_that_says_how_to_fix_it(tmp_path: Path) 
     from transformers import TrainerCallback
 
     from gensyn_integrations._hf.ship import ShipError, build_job
-    from gensyn_integrations._hf.trainer import GensynTrainer
+    from gensyn_integrations.transformers import GensynTrainer
 
     class Local(type(app.model())):  # type: ignore[misc]
         pass
@@ -260,8 +259,7 @@ def test_what_cannot_ship_gets_an_error_that_says_how_to_fix_it(tmp_path: Path) 
 def test_roles_are_chosen_once_and_the_client_role_never_trains_here(tmp_path: Path) -> None:
     from transformers import Trainer
 
-    from gensyn_integrations._hf.callback import GensynCallback
-    from gensyn_integrations._hf.trainer import GensynTrainer
+    from gensyn_integrations.transformers import GensynCallback, GensynTrainer
 
     t = _client(tmp_path)
     assert t.role == "client"

@@ -30,9 +30,9 @@ from typing import Any
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from gensyn_integrations._hf.data import install_reproducible_sampler
-from gensyn_integrations._hf.settings import REE_FILE, check_role, resolve
 from gensyn_integrations.errors import ConfigError
+from plugins._hf.data import install_reproducible_sampler
+from plugins._hf.settings import REE_FILE, check_role, resolve
 from ree._checkpoint import load_checkpoint, save_checkpoint
 from ree._determinism import apply_determinism, restore_determinism
 from ree._errors import CheckpointError, ReeConfigError, RootMismatchError

@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from gensyn_integrations._hf.settings import REE_FILE
+from plugins._hf.settings import REE_FILE
 from ree._checkpoint import load_checkpoint
 from ree._errors import CheckpointError
 from ree._trace import Trace

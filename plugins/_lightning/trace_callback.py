@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from gensyn_integrations._data import reproducible_loader
-from gensyn_integrations._lightning.checkpoint_io import TREE_KEY
+from plugins._data import reproducible_loader
+from plugins._lightning.checkpoint_io import TREE_KEY
 from ree._determinism import apply_determinism, restore_determinism
 from ree._errors import ReeConfigError, RootMismatchError, StateSchemaError
 from ree._state import StateTree, capture_state, restore_rng

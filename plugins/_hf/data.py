@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch.utils.data import BatchSampler
 
-from gensyn_integrations._data import reproducible_sampler
+from plugins._data import reproducible_sampler
 from ree._data import ReproducibleSampler
 from ree._errors import NondeterminismError
 

@@ -1,6 +1,6 @@
 """The training DataLoader under Accelerate: a reproducible order, and a cursor that counts.
 
-:func:`gensyn_integrations._data.reproducible_loader` rebuilds the user's loader before ``accelerate``
+:func:`plugins._data.reproducible_loader` rebuilds the user's loader before ``accelerate``
 prepares it: a :class:`ree.ReproducibleSampler` (an order from ``(seed, epoch)``
 alone, resumable at any position), a :class:`ree.SeededDataset` (randomness keyed
 by sample and epoch, never by worker), :func:`ree.worker_init_fn`, and a private

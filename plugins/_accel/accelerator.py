@@ -18,9 +18,9 @@ When each part runs, and why there:
   accelerate's folder; ``load_state`` and :meth:`Accelerator.load_ree_checkpoint`
   restore from it and check the root. accelerate's own ``*.pkl`` files stay on
   the machine that wrote them (DESIGN.md, "Trust boundaries").
-* on a solver (``plugins.accelerate_executor`` sets :data:`._accel.run.RUN_ENV`),
+* on a solver (``plugins.accelerate_executor`` sets :data:`plugins._accel.run.RUN_ENV`),
   the run request decides the REE settings, where the run starts (a bare REE
-  checkpoint) and where it stops (:mod:`gensyn_integrations._accel.run`).
+  checkpoint) and where it stops (:mod:`plugins._accel.run`).
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from typing import Any
 
 import accelerate
 
-from gensyn_integrations._accel.data import TracedDataLoaderShard, sampler_of
-from gensyn_integrations._accel.run import ExecutorRun, RunComplete
-from gensyn_integrations._data import reproducible_loader
-from gensyn_integrations._hf.settings import REE_FILE, check_role, resolve
+from plugins._accel.data import TracedDataLoaderShard, sampler_of
+from plugins._accel.run import ExecutorRun, RunComplete
+from plugins._data import reproducible_loader
+from plugins._hf.settings import REE_FILE, check_role, resolve
 from ree._checkpoint import load_checkpoint, save_checkpoint
 from ree._determinism import DeterminismSnapshot, apply_determinism, restore_determinism
 from ree._errors import ReeConfigError, RootMismatchError, StateSchemaError
