@@ -24,7 +24,16 @@ Then spot verification (issue #6), under the default policy
 * the extra compute of the policy (re-executed steps over training steps) for
   jobs of several lengths.
 
-Run: ``PYTHONPATH=. .venv/bin/python bench/dispute.py [--sizes 64 1024] [--spot-only]``.
+Then (``--summary``) one line over >= 200 seeded trials across every adversary of
+issue #6: operator-level faults refereed from op traces stored under CIDs (a
+1-ulp op, an inconsistent trace, a reordered batch, a forged batch root, a
+skipped micro-batch, swapped micro-batches; roles alternate), whole disputes
+through all three levels on py-evm, spot-check fakers (f = 10%), withheld
+checkpoints on py-evm, and honest parties against themselves: the detection
+rate, the on-chain rounds, the referee's compute in ops (and as a fraction of
+one step's ops), and false slashes of honest parties.
+
+Run: ``PYTHONPATH=. .venv/bin/python bench/dispute.py [--sizes 64 1024] [--spot-only] [--summary]``.
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ from coordinator.dispute import (  # noqa: E402
     spot_policy,
 )
 from coordinator.nodes import Referee, Solver  # noqa: E402
+from ree.optrace import find_divergence  # noqa: E402
 from tests.coordinator.network.adversaries import PerturbingSolver  # noqa: E402
 from tests.coordinator.network.net import Net, make_chain  # noqa: E402
 
@@ -173,16 +183,144 @@ def spot_report(trials: int) -> None:
               f"{p.detection(0.10):>17.2%} {'yes' if p.meets_target else 'no':>12}")  # fmt: skip
 
 
+def summary() -> None:
+    """The issue #6 summary over seeded trials of every adversary (see the module docstring)."""
+    from coordinator.chain import ChainClient
+    from coordinator.dispute import judge_ops, put_op_inputs, put_op_trace
+    from coordinator.storage import LocalStore
+    from ree.optrace import CHALLENGER, DEFENDER
+    from tests.coordinator.chain.chain_helpers import make_world
+    from tests.coordinator.chain.test_chain_ops import play
+    from tests.ree.optrace.adversaries import Fault, attacks, honest
+    from tests.ree.optrace.steps import trace_step
+
+    rows: list[
+        tuple[str, int, int, int, int, float, int]
+    ] = []  # name, trials, caught, rounds, ops, frac, false
+
+    with tempfile.TemporaryDirectory(prefix="gensyn-summary-") as tmp:
+        root = Path(tmp)
+        store = LocalStore(root / "store")
+        plan = [(Fault.ULP, range(20), 5), (Fault.INCONSISTENT, range(20), 3)] + [
+            (f, range(12), 1) for f in (Fault.REORDER_OWN_ROOT, Fault.REORDER_FORGED,
+                                        Fault.SKIP_MICRO, Fault.SWAP_MICRO)]  # fmt: skip
+        for fault, seeds, per in plan:
+            caught = ops = false = 0
+            frac = 0.0
+            trials = attacks(fault, seeds, per_seed=per)
+            for a in trials:
+                good, cheat = honest(a.seed).trace, a.cheat()
+                honest_role = DEFENDER if a.seed % 2 == 0 else CHALLENGER
+                d, c = (good, cheat) if honest_role == DEFENDER else (cheat, good)
+                posted = {DEFENDER: put_op_trace(store, d), CHALLENGER: put_op_trace(store, c)}
+                inputs: list[str] = []
+                div = find_divergence(good.records, cheat.records)
+                if div is not None and div.inputs_agree:
+                    kept = trace_step(a.seed, keep=(div.index,))
+                    inputs.append(put_op_inputs(store, kept.trace.records[div.index],
+                                                kept.kept[div.index], root))  # fmt: skip
+                # the referee derives the step's batch root from the task's data and cursor
+                j = judge_ops(store=store, traces=posted, state_root=good.state_root, input_cids=inputs,
+                              workdir=root / "ref", batch=(good.batch_root, good.batch_n))  # fmt: skip
+                won = j.defender_wins == (honest_role == DEFENDER)
+                caught += won
+                false += not won
+                ops = max(ops, j.ops_executed)
+                frac = max(frac, j.ops_executed / good.n)
+            rows.append((f"op trace: {fault.value}", len(trials), caught, 0, ops, frac, false))
+        # honest parties against each other: identical traces, nothing runs, the defender stands
+        agree = 0
+        for seed in range(20):
+            t = honest(seed).trace
+            posted = {
+                DEFENDER: put_op_trace(store, t),
+                CHALLENGER: put_op_trace(store, trace_step(seed).trace),
+            }
+            j = judge_ops(
+                store=store,
+                traces=posted,
+                state_root=t.state_root,
+                input_cids=[],
+                workdir=root / "ref",
+            )
+            agree += j.defender_wins and j.ops_executed == 0
+        rows.append(("honest vs honest (no fault)", 20, 20, 0, 0, 0.0, 20 - agree))
+        # whole disputes, levels 1-3 on py-evm, with the op-level ruling on chain
+        w = make_world(ChainClient.in_process())
+        chain_trials = [*attacks(Fault.ULP, range(3)), *attacks(Fault.INCONSISTENT, range(3, 6))]
+        caught = rounds = ops = false = 0
+        frac = 0.0
+        for a in chain_trials:
+            dd = play(w, a, store, root / "chain")
+            honest_won = (Outcome(dd["outcome"]) == Outcome.DEFENDER_WON) == dd[
+                "honest_is_defender"
+            ]
+            named = dd["badOp"] == a.target + 1 if a.fault is Fault.ULP else dd["badOp"] >= 1
+            caught += honest_won and named
+            false += not honest_won
+            rounds = max(rounds, int(dd["rounds"]))
+            ops = max(ops, dd["judgement"].ops_executed)
+            frac = max(frac, dd["judgement"].ops_executed / dd["judgement"].records)
+        bound = int(w.p.client.call(w.p.game.functions.roundBound(9, 4)))
+        rows.append((f"full dispute on chain (bound {bound} rounds)", len(chain_trials), caught, rounds,
+                     ops, frac, false))  # fmt: skip
+        rows.append(withheld_trials(w))
+    r = simulate_detection(0.10, intervals=440, checks=44, trials=1000, seed=7)
+    rows.append(("spot: solver fakes 10% of 440 intervals", r.trials, r.caught, 0, 0, 0.0, 0))
+    print(f"\n{'adversary':<66} {'trials':>6} {'caught':>7} {'rounds':>6} {'ref ops':>7} "
+          f"{'ops/step':>8} {'false slash':>11}")  # fmt: skip
+    for name, n, cc, rd, op, fr, fs in rows:
+        print(f"{name:<66} {n:>6} {cc:>7} {rd or '-':>6} {op:>7} {fr:>8.1%} {fs:>11}")
+    adv = [x for x in rows if not x[0].startswith("honest")]
+    total, caught_all = sum(x[1] for x in adv), sum(x[2] for x in adv)
+    print(f"\nSUMMARY: {sum(x[1] for x in rows)} seeded trials; detection {caught_all}/{total} = "
+          f"{caught_all / total:.2%} (spot row: probabilistic, theory 99.03%); on-chain rounds <= "
+          f"{max(x[3] for x in rows)} (bound {bound}); referee compute <= {max(x[4] for x in rows)} op "
+          f"(<= {max(x[5] for x in rows):.1%} of a step's ops); false slashes of honest parties: "
+          f"{sum(x[6] for x in rows)}")  # fmt: skip
+
+
+def withheld_trials(w: Any, n: int = 10) -> tuple[str, int, int, int, int, float, int]:
+    """n solvers withhold a demanded checkpoint (slashed), n honest ones serve it (never slashed)."""
+    from coordinator.chain import SlotState
+    from coordinator.dispute import state_encodings, trace_tree
+    from tests.coordinator.chain.test_chain_availability import post_and_reveal, roots, state
+
+    w.p.govern(w.gov, "market", "setDataWindow", 900)
+    caught = false = 0
+    for k in range(2 * n):
+        stake0 = w.p.stake_of(w.bob.address)["staked"]
+        tid, slot = post_and_reveal(w)
+        index = 1 + k % 4
+        w.p.demand_checkpoint(w.dave, tid, slot, index)
+        if k % 2:  # honest: serve it
+            w.p.serve_checkpoint(w.bob, tid, slot, state_encodings(state(min(index * 2, 8))),
+                                 trace_tree(roots()).proof(index).siblings)  # fmt: skip
+            w.client.advance_time(3601)
+            w.p.finalize(w.gov, tid, slot)
+            false += w.p.stake_of(w.bob.address)["staked"] != stake0
+        else:
+            w.client.advance_time(901)
+            w.p.data_timeout(w.dave, tid, slot)
+            caught += SlotState(w.p.get_slot(tid, slot)["state"]) == SlotState.SLASHED
+            w.p.stake(w.bob, stake0 - w.p.stake_of(w.bob.address)["staked"])  # top the bond back up
+    return (f"withheld checkpoint (+{n} honest serves)", n, caught, 0, 0, 0.0, false)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--sizes", type=int, nargs="+", default=[64, 1024, 16384])
     ap.add_argument("--spot-only", action="store_true", help="only the spot-verification tables")
+    ap.add_argument("--summary", action="store_true", help="only the issue #6 summary line")
     ap.add_argument("--spot-trials", type=int, default=2000, help="seeded trials per fraction")
     a = ap.parse_args()
     if a.spot_only:
         spot_report(a.spot_trials)
+        return 0
+    if a.summary:
+        summary()
         return 0
     rows = []
     for n in a.sizes:
@@ -195,6 +333,7 @@ def main() -> int:
         print(f"{r['N']:>6} {r['ci']:>4} {r['rounds']:>6} {r['bound']:>5} {r['gas']:>10,} "
               f"{r['wall_s']:>9.1f} {r['step_ms']:>8.2f} {r['referee_s']:>9.2f} {r['referee_steps']:>11.0f}x")  # fmt: skip
     spot_report(a.spot_trials)
+    summary()
     return 0
 
 
