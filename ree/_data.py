@@ -34,12 +34,12 @@ one key the n values ``hash(..., i)`` are distinct and the sort below has no tie
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Mapping, Sized
+from collections.abc import Iterator, Mapping, Sequence, Sized
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler, get_worker_info
+from torch.utils.data import Dataset, Sampler, TensorDataset, get_worker_info
 
 from ree._determinism import check_seed, numpy_seed
 from ree._errors import ReeConfigError
@@ -266,16 +266,29 @@ class SeededDataset(Dataset[T_co], Generic[T_co]):
 
     def __getitem__(self, index: int) -> T_co:
         """The inner dataset's sample ``index``, drawn under its own seed."""
-        epoch = getattr(index, "epoch", 0)
-        seed = sample_seed(self.seed, epoch, int(index))
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[T_co]:
+        """Samples ``indices`` (a DataLoader's batch), each drawn under its own seed.
+
+        The generators' states are saved and put back once per batch, not once
+        per sample (NumPy's ``get_state``/``set_state`` alone cost ~200 us). A
+        plain ``TensorDataset`` draws no randomness and is read directly.
+        """
+        if type(self.dataset) is TensorDataset:
+            return [self.dataset[int(i)] for i in indices]
         saved = (torch.get_rng_state(), random.getstate(), np.random.get_state())
         try:
-            # the CPU generator only: torch.manual_seed would also reseed every
-            # CUDA device, whose state this wrapper does not put back.
-            torch.default_generator.manual_seed(seed)
-            random.seed(seed)
-            np.random.seed(numpy_seed(seed))
-            return self.dataset[int(index)]
+            out = []
+            for index in indices:
+                seed = sample_seed(self.seed, getattr(index, "epoch", 0), int(index))
+                # the CPU generator only: torch.manual_seed would also reseed every
+                # CUDA device, whose state this wrapper does not put back.
+                torch.default_generator.manual_seed(seed)
+                random.seed(seed)
+                np.random.seed(numpy_seed(seed))
+                out.append(self.dataset[int(index)])
+            return out
         finally:
             torch.set_rng_state(saved[0])
             random.setstate(saved[1])

@@ -12,7 +12,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from ree._data import (
     KeyedIndex,
@@ -234,6 +234,30 @@ def test_seeded_dataset_keys_samples_by_index_and_epoch_only() -> None:
     assert not torch.equal(SeededDataset(Augmenting(), seed=4)[KeyedIndex(5, epoch=1)], a)
     assert torch.equal(data[5], data[KeyedIndex(5, epoch=0)])
     assert len(data) == 24
+
+
+def test_seeded_dataset_batches_give_the_samples_one_index_at_a_time_gives() -> None:
+    data: SeededDataset[torch.Tensor] = SeededDataset(Augmenting(), seed=3)
+    keys = [KeyedIndex(i, epoch=2) for i in (7, 0, 7, 23)]
+    before = _rng_view()
+    batch = data.__getitems__(keys)
+    assert _rng_view() == before
+    singles = [data[k] for k in keys]
+    assert len(batch) == 4
+    assert all(torch.equal(a, b) for a, b in zip(batch, singles, strict=True))
+    assert torch.equal(batch[0], batch[2])
+    assert not torch.equal(batch[0], batch[1])
+
+
+def test_a_tensor_dataset_is_read_directly() -> None:
+    inner = TensorDataset(torch.arange(6.0), torch.arange(6) * 2)
+    data: SeededDataset[tuple[torch.Tensor, ...]] = SeededDataset(inner, seed=1)
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    got = data.__getitems__([4, 1])
+    assert torch.equal(torch.get_rng_state(), state)
+    assert [(float(x), int(y)) for x, y in got] == [(4.0, 8), (1.0, 2)]
+    assert float(data[3][0]) == 3.0
 
 
 def test_seeded_dataset_restores_the_generators_when_the_sample_raises() -> None:
