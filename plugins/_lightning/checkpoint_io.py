@@ -124,6 +124,9 @@ class SafetensorsCheckpointIOMixin:
             )
         if scheds:
             rebuild["sched"] = skeleton("sched", scheds[0])
+        # which of the rebuilt keys Lightning wrote (an empty list still must come back:
+        # its resume reads checkpoint["lr_schedulers"] even when there are none)
+        rebuild["keys"] = [k for k in _REBUILT if k in checkpoint]
         rest = {k: v for k, v in checkpoint.items() if k not in _REBUILT}
         extra = {"lightning": _to_json(_without_tree(rest), "checkpoint"), "rebuild": rebuild}
         save_checkpoint(path, tree, extra=extra)
@@ -159,6 +162,10 @@ class SafetensorsCheckpointIOMixin:
             out["optimizer_states"] = [{"state": state, "param_groups": groups}]
         if "sched" in rebuild:
             out["lr_schedulers"] = [fill(rebuild["sched"], leaves)]
+        for key in rebuild.get(
+            "keys", ["optimizer_states", "lr_schedulers"] if "optim_groups" in rebuild else []
+        ):
+            out.setdefault(key, [])
         for cb_state in (out.get("callbacks") or {}).values():
             if isinstance(cb_state, dict) and cb_state.get(TREE_KEY) == "in-file":
                 cb_state[TREE_KEY] = ck.tree

@@ -44,7 +44,7 @@ def make_data(n: int = 64, *, poke: bool = False) -> TensorDataset:
     return TensorDataset(x, y)
 
 
-def make_module(flavour: str = "lightning", *, manual: bool = False) -> Any:
+def make_module(flavour: str = "lightning", *, manual: bool = False, scheduler: bool = True) -> Any:
     pl = _pl(flavour)
 
     class Net(pl.LightningModule):
@@ -67,7 +67,8 @@ def make_module(flavour: str = "lightning", *, manual: bool = False) -> Any:
                 opt.zero_grad()
                 self.manual_backward(loss)
                 opt.step()
-                self.lr_schedulers().step()
+                if scheduler:
+                    self.lr_schedulers().step()
             return loss
 
         def validation_step(self, batch: Any, batch_idx: int) -> None:
@@ -77,6 +78,8 @@ def make_module(flavour: str = "lightning", *, manual: bool = False) -> Any:
 
         def configure_optimizers(self) -> Any:
             opt = torch.optim.Adam(self.parameters(), lr=1e-2)
+            if not scheduler:
+                return opt
             sched = torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.5)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
@@ -97,6 +100,7 @@ def run(
     manual: bool = False,
     val_every: int | None = None,
     strategy: Any = None,
+    scheduler: bool = True,
 ) -> Any:
     """Train and return the callback (its ``trace`` holds the roots)."""
     pl = _pl(flavour)
@@ -127,7 +131,7 @@ def run(
         accumulate_grad_batches=accumulate,
         callbacks=[] if strategy is not None else [cb],
     )
-    trainer.fit(make_module(flavour, manual=manual), train_dataloaders=loader, val_dataloaders=val,
+    trainer.fit(make_module(flavour, manual=manual, scheduler=scheduler), train_dataloaders=loader, val_dataloaders=val,
                 ckpt_path=resume)
     return trainer.strategy.trace_callback if strategy is not None else cb
 

@@ -80,6 +80,15 @@ def test_save_at_step_5_then_resume_in_a_new_process(tmp_path: Path, baseline: l
     assert resumed.steps == list(range(11))
 
 
+@pytest.mark.parametrize("manual", [False, True])
+def test_a_module_without_a_scheduler_resumes(tmp_path: Path, manual: bool) -> None:
+    full = run(max_steps=6, checkpoint_dir=str(tmp_path), scheduler=False, manual=manual)
+    resumed = run(max_steps=6, resume=str(tmp_path / "step-00000003.safetensors"),
+                  scheduler=False, manual=manual)  # fmt: skip
+    assert resumed.trace.roots == full.trace.roots
+    assert len(set(full.trace.roots)) == 7
+
+
 def test_resume_from_a_pickle_is_refused(tmp_path: Path) -> None:
     import pickle
 
