@@ -23,6 +23,10 @@ root, cost, fee burned, solvers, transactions) is printed as JSON.
 
 A run on one rank equals a local ``python train.py ...`` run of the same script
 in the executor role (one process, the same ``GENSYN_*`` settings) bit for bit.
+
+As with ``GensynStrategy``: ``--task-id N`` re-attaches to task N (a configured
+network; nothing is shipped, and the task must run a script of the same name),
+and ``--retries K`` posts again a task whose every slot was slashed or expired.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +63,7 @@ class LaunchReceipt:
     solvers: list[str]
     steps: int
     result: str
+    retried: list[int] = field(default_factory=list)  # ids of earlier tries that were refunded
 
 
 def build_job(
@@ -115,14 +120,34 @@ def launch_remote(
     result: str | Path = "gensyn-result.safetensors",
     ship: Sequence[str] = (),
     timeout: float = 600.0,
+    task_id: int | None = None,
+    retries: int = 0,
 ) -> LaunchReceipt:
-    """Ship the script, wait for the verified result, write the final checkpoint to ``result``."""
+    """Ship the script, wait for the verified result, write the final checkpoint to ``result``.
+
+    ``task_id``: re-attach to that task instead of posting (a configured network;
+    nothing is shipped, and the task must run a script of this name).
+    ``retries``: post again, this many times, a task whose every slot was slashed or expired.
+    """
     from gensyn_integrations._remote import run_remote
     from ree._checkpoint import save_checkpoint
 
-    spec, files = build_job(cfg, script, script_args, steps, ship)
+    if retries < 0:
+        raise UsageError(f"--retries {retries}: pass 0 or more")
+    if task_id is None:
+        spec, files = build_job(cfg, script, script_args, steps, ship)
+    else:
+        spec, files = None, {}
+
+    def posted(tid: int) -> None:
+        sys.stderr.write(f"gensyn: posted task {tid}; if this process stops, re-attach with "
+                         f"`gensyn launch --remote --task-id {tid} {script}` on the same network\n")  # fmt: skip
+        sys.stderr.flush()
+
     res = run_remote(spec, files, frameworks=("torch", FRAMEWORK), timeout=timeout, who=WHO,
-                     config=cfg)  # fmt: skip
+                     config=cfg, task_id=task_id, retries=retries, on_posted=posted)  # fmt: skip
+    if task_id is not None:
+        _check_reattach(task_id, script, res.spec)
     dest = Path(result)
     dest.parent.mkdir(parents=True, exist_ok=True)
     # the downloaded file went with the call's scratch folder: write the checked tree again
@@ -133,8 +158,17 @@ def launch_remote(
         manifest_cids=[s.manifest_cid for s in r.slots], result_cids=[s.result_cid for s in r.slots],
         final_root=r.final_root, verified=True, outcome=r.outcome, cost=r.paid + r.fee_burned,
         fee_burned=r.fee_burned, solvers=[s.solver for s in r.slots], steps=res.steps,
-        result=str(dest),
+        result=str(dest), retried=list(res.retried),
     )  # fmt: skip
+
+
+def _check_reattach(task_id: int, script: str, spec: Any) -> None:
+    want = str(dict(spec.init_args or {}).get("script", ""))
+    if spec.framework != FRAMEWORK or want != Path(script).name:
+        raise ConfigError(
+            f"task {task_id} runs {want or spec.framework!r}, not {Path(script).name!r}; re-attach "
+            "with the script that posted it", key="task_id", source=WHO,
+        )  # fmt: skip
 
 
 def print_receipt(receipt: LaunchReceipt) -> None:

@@ -23,7 +23,8 @@ def register(commands: Commands) -> None:
         "--config and unknown keys, which is why this command exists.",
         epilog="examples:\n  gensyn launch --config gensyn.yaml train.py --epochs 3\n"
         "  gensyn launch --dry-run train.py        show the command and variables\n"
-        "  gensyn launch --remote --steps 12 train.py --max-steps 12   train on the network\n\n"
+        "  gensyn launch --remote --steps 12 train.py --max-steps 12   train on the network\n"
+        "  gensyn launch --remote --task-id 7 train.py   re-attach to task 7 (a configured network)\n\n"
         "exit status: the script's, or 2 for a bad config or a missing script.",
         formatter_class=Formatter,
     )
@@ -61,6 +62,16 @@ def register(commands: Commands) -> None:
         "--timeout", type=float, default=600.0, metavar="S",
         help="seconds to wait for the task to settle (default 600)",
     )  # fmt: skip
+    remote.add_argument(
+        "--task-id", type=int, default=None, metavar="N",
+        help="re-attach to task N, already posted (on a configured network), instead of posting; "
+        "nothing is shipped, --steps is not needed",
+    )  # fmt: skip
+    remote.add_argument(
+        "--retries", type=int, default=0, metavar="K",
+        help="post the task again, up to K times, when every slot was slashed or expired "
+        "(the refund stays market credit: `gensyn withdraw`; default 0)",
+    )  # fmt: skip
     parser.add_argument("script", metavar="SCRIPT", help="the training script")
     parser.add_argument(
         "script_args", metavar="ARGS", nargs=argparse.REMAINDER, help="arguments for SCRIPT"
@@ -70,10 +81,14 @@ def register(commands: Commands) -> None:
 def _launch(ctx: Context) -> int:
     """Check the config and the script, then hand over to accelerate."""
     from gensyn_integrations._accel.launch import launch
+    from gensyn_integrations.errors import UsageError
 
     args = ctx.args
     if args.remote:
         return _launch_remote(ctx)
+    for flag, value in (("--task-id", args.task_id), ("--retries", args.retries or None)):
+        if value is not None:
+            raise UsageError(f"{flag} is a setting of the remote task; it needs --remote")
     return launch(
         args.launch_config or args.config,
         args.override,
@@ -96,7 +111,7 @@ def _launch_remote(ctx: Context) -> int:
     cfg, _ = prepare(args.launch_config or args.config, args.override, ctx.env, args.script)
     receipt = launch_remote(
         cfg, args.script, args.script_args, steps=args.steps, result=args.result,
-        ship=args.ship, timeout=args.timeout,
+        ship=args.ship, timeout=args.timeout, task_id=args.task_id, retries=args.retries,
     )  # fmt: skip
     print_receipt(receipt)
     return 0

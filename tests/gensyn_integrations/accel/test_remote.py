@@ -153,3 +153,57 @@ def test_the_client_role_is_offered_by_launch_not_by_the_accelerator() -> None:
 
     with pytest.raises(ConfigError, match=r"gensyn launch --remote"):
         Accelerator(role="client")
+
+
+class _Posted(Exception):  # noqa: N818 - a stand-in for the network, never shown to a user
+    """What the fake ``run_remote`` raises once it has seen its arguments."""
+
+
+def test_task_id_and_retries_reach_the_network_road(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import gensyn_integrations._remote as remote
+
+    seen: dict[str, object] = {}
+
+    def run_remote(spec: object, files: object, **kw: object) -> object:
+        seen.clear()
+        seen.update(spec=spec, files=files, **kw)
+        raise _Posted
+
+    monkeypatch.setattr(remote, "run_remote", run_remote)
+    (tmp_path / "train.py").write_text("raise SystemExit('must not run')\n")
+    with pytest.raises(_Posted):
+        main(["launch", "--remote", "--steps", "2", "--retries", "3", "train.py"])
+    assert (seen["retries"], seen["task_id"]) == (3, None)
+    assert seen["spec"].steps == 2  # type: ignore[attr-defined]
+    seen["on_posted"](4)  # type: ignore[operator]
+    assert "re-attach with `gensyn launch --remote --task-id 4 train.py`" in capsys.readouterr().err
+    with pytest.raises(_Posted):  # re-attach: nothing is shipped, --steps is not needed
+        main(["launch", "--remote", "--task-id", "4", "train.py"])
+    assert (seen["spec"], seen["files"], seen["task_id"], seen["retries"]) == (None, {}, 4, 0)
+
+
+def test_re_attaching_without_a_configured_network_or_to_another_script_is_one_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from types import SimpleNamespace
+
+    from gensyn_integrations._accel.remote import _check_reattach
+    from gensyn_integrations.errors import ConfigError
+
+    (tmp_path / "train.py").write_text("raise SystemExit('must not run')\n")
+    cases = [
+        (["launch", "--remote", "--task-id", "5", "train.py"], "task_id=5 re-attaches to a task on a configured network"),
+        (["launch", "--remote", "--steps", "2", "--retries", "-1", "train.py"], "--retries -1: pass 0 or more"),
+        (["launch", "--task-id", "5", "train.py"], "--task-id is a setting of the remote task; it needs --remote"),
+        (["launch", "--retries", "2", "train.py"], "--retries is a setting of the remote task"),
+    ]  # fmt: skip
+    for argv, expected in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert expected in err, err
+        assert "Traceback" not in err
+    _check_reattach(5, "dir/train.py", SimpleNamespace(framework="accelerate", init_args={"script": "train.py"}))
+    with pytest.raises(ConfigError, match=r"task 5 runs 'other.py', not 'train.py'"):
+        _check_reattach(5, "train.py", SimpleNamespace(framework="accelerate", init_args={"script": "other.py"}))

@@ -291,3 +291,101 @@ def test_the_recipe_ships_as_it_is_with_remote(tmp_path: Path) -> None:
     task, files = build_job(trainer)
     assert (task.steps, task.commit_interval, task.init_args["args"]["warmup_steps"]) == (4, 2, 2)
     assert task.data[0] in files
+
+
+class _Posted(Exception):  # noqa: N818 - a stand-in for the network, never shown to a user
+    """What the fake ``run_remote`` raises once it has seen its arguments."""
+
+
+def _fake_road(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Stand in for the network: ``run_remote`` keeps its arguments and stops the call."""
+    import gensyn_integrations._remote as remote
+
+    seen: dict[str, Any] = {}
+
+    def run_remote(spec: Any, files: Any, **kw: Any) -> Any:
+        seen.clear()
+        seen.update(spec=spec, files=files, **kw)
+        raise _Posted
+
+    monkeypatch.setattr(remote, "run_remote", run_remote)
+    return seen
+
+
+def test_the_client_role_takes_task_id_retries_and_config_as_the_strategy_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gensyn_integrations.config import GensynConfig
+
+    seen = _fake_road(monkeypatch)
+    cfg = GensynConfig()
+    t = _client(tmp_path, retries=2, config=cfg)
+    with pytest.raises(_Posted):
+        t.train()
+    assert seen["spec"].framework == "transformers"
+    assert seen["files"]
+    assert (seen["retries"], seen["task_id"], seen["config"]) == (2, None, cfg)
+    seen["on_posted"](9)
+    assert t.task_id_posted == 9
+    assert "re-attach with GensynTrainer(..., role='client', task_id=9)" in capsys.readouterr().err
+
+    class Local(type(app.model())):  # type: ignore[misc]  # cannot ship: proves nothing is built
+        pass
+
+    again = _client(tmp_path, model=Local(app.model().config), task_id=7, config=cfg)
+    with pytest.raises(_Posted):
+        again.train()
+    assert (seen["spec"], seen["files"], seen["task_id"], seen["retries"]) == (None, {}, 7, 0)
+
+
+def test_a_re_attached_task_must_train_the_same_model_class(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from gensyn_integrations._hf.client import _check_reattach
+
+    t = _client(tmp_path, task_id=7)
+    ours = {"model": {"class": {"transformers": "GPT2LMHeadModel"}}}
+    _check_reattach(t, SimpleNamespace(framework="transformers", init_args=ours))
+    other = {"model": {"class": {"file": "net.py", "qualname": "MyNet"}}}
+    with pytest.raises(ConfigError, match=r"task 7 trains 'MyNet', not GPT2LMHeadModel"):
+        _check_reattach(t, SimpleNamespace(framework="transformers", init_args=other))
+    with pytest.raises(ConfigError, match=r"task 7 trains 'lightning'"):
+        _check_reattach(t, SimpleNamespace(framework="lightning", init_args={}))
+
+
+def test_task_id_without_a_configured_network_says_what_to_configure(tmp_path: Path) -> None:
+    from gensyn_integrations.config import GensynConfig
+
+    t = _client(tmp_path, task_id=5, config=GensynConfig())
+    with pytest.raises(ConfigError, match=r"GensynTrainer\(role='client'\): task_id=5.*network\.rpc_url.*keystore"):
+        t.train()
+    assert t.receipt is None
+    assert t.task_id_posted is None
+
+
+def test_client_settings_are_checked_when_the_trainer_is_built(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"retries=-1\) must be 0 or more"):
+        _client(tmp_path, retries=-1)
+    with pytest.raises(ConfigError, match=r"a dry run prices a new task"):
+        _client(tmp_path, task_id=3, dry_run=True)
+    with pytest.raises(ConfigError, match=r"settings of the client role's task.*Pass role='client'"):
+        _client(tmp_path, callbacks=[], role="executor", task_id=3)
+
+
+@pytest.mark.slow  # a subprocess that imports transformers: no devnet, but seconds
+def test_a_dry_run_prices_the_task_and_runs_step_one_in_a_clean_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen = _fake_road(monkeypatch)
+    t = _client(tmp_path, dry_run=True)
+    out = t.train()
+    assert not seen  # nothing was posted
+    est = t.estimate
+    assert est.steps == t.args.max_steps
+    assert est.escrow == t.budget
+    assert est.first_loss is not None
+    assert est.first_loss > 0
+    assert out.global_step == 0
+    assert out.training_loss == est.first_loss
+    assert "Nothing was paid and no chain was touched" in capsys.readouterr().out
+    assert t.receipt is None
