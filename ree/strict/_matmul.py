@@ -34,6 +34,8 @@ Slices are cut with integer shifts of whole words, so byte order plays no part.
 
 from __future__ import annotations
 
+import math
+import threading
 from collections.abc import Callable
 
 import torch
@@ -52,17 +54,44 @@ ENGINES = ("auto", "int8", "float")
 # elements of an A row block and of an output tile: small enough to stay in cache
 _TILE_ELEMS = 1 << 20
 
+
+_WORKSPACE = threading.local()
+
+
+def _scratch(
+    slot: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """A reusable CPU buffer for a value that never leaves this module's functions.
+
+    Fresh multi-megabyte CPU tensors cost page faults on every call (measured: up
+    to a third of a tiled matmul's time), so :func:`matmul_2d` keeps one buffer
+    per slot and thread, grown to the largest size asked for; tiles bound it.
+    Other devices get a fresh tensor: their caching allocators reuse memory.
+    """
+    if device.type != "cpu":
+        return torch.empty(shape, dtype=dtype, device=device)
+    cache: dict[str, torch.Tensor] = _WORKSPACE.__dict__.setdefault("buffers", {})
+    n = math.prod(shape)
+    buf = cache.get(slot)
+    if buf is None or buf.dtype != dtype or buf.numel() < n:
+        buf = cache[slot] = torch.empty(n, dtype=dtype, device=device)
+    return buf[:n].view(shape)
+
+
 def _pow2_f32(k: torch.Tensor) -> torch.Tensor:
     """``2.0**k`` in float32 from bits, for integer ``k`` in [-126, 127]."""
     return ((k.to(torch.int32) + 127) << 23).view(torch.float32)
 
 
-def _slices(x: torch.Tensor, exp: torch.Tensor, top_first: bool) -> torch.Tensor:
+def _slices(
+    x: torch.Tensor, exp: torch.Tensor, top_first: bool, slot: str | None = None
+) -> torch.Tensor:
     """Cut float32 ``x`` (..., R, K) into 4 int8 byte slices laid side by side: (..., R, 4K).
 
     ``x * 2**(29 - exp)`` is exact (a power-of-two scaling; split in two factors
     only when one would leave float32's range), and its truncation is the
     fixed-point value. ``top_first`` lays the slices out s0..s3, else s3..s0.
+    ``slot`` names a :func:`_scratch` buffer for the result (else it is fresh).
     """
     k = x.shape[-1]
     shift = _FIXED_TOP - exp
@@ -79,8 +108,12 @@ def _slices(x: torch.Tensor, exp: torch.Tensor, top_first: bool) -> torch.Tensor
     # byte j of w, read as a signed byte, is slice 3 - j: shifting it to the top and
     # back (arithmetically) gives it in [-128, 127], which int8 holds exactly. The
     # shifts run on whole contiguous int32 words (no byte-strided copies).
-    out = torch.empty((*x.shape[:-1], SLICES, k), dtype=torch.int8, device=x.device)
-    tmp = torch.empty(x.shape, dtype=torch.int32, device=x.device)
+    shape = (*x.shape[:-1], SLICES, k)
+    if slot is None:
+        out = torch.empty(shape, dtype=torch.int8, device=x.device)
+    else:
+        out = _scratch(slot, shape, torch.int8, x.device)
+    tmp = _scratch("slice-word", tuple(x.shape), torch.int32, x.device)
     top = 32 - SLICE_BITS
     for j in range(SLICES):
         if j == SLICES - 1:
@@ -149,14 +182,23 @@ def _int_mm_exact(lhs: torch.Tensor, rhs_t: torch.Tensor) -> torch.Tensor:
         return _float_mm_exact(lhs, rhs_t)[:m, :n]
 
 
-def _diagonals_int8(a8: torch.Tensor, b8: torch.Tensor, k: int) -> list[torch.Tensor]:
+def _diagonals_int8(
+    a8: torch.Tensor, b8: torch.Tensor, k: int, scratch: bool = False
+) -> list[torch.Tensor]:
     """Anti-diagonal sums of slice products, exact, from int8 slices laid along K.
 
     ``a8`` is [s0 s1 s2 s3] and ``b8`` is [s3 s2 s1 s0] along K, so diagonal ``d``
-    is the product of two contiguous column ranges, with no copy.
+    is the product of two contiguous column ranges, with no copy. ``scratch``
+    writes the diagonals into :func:`_scratch` buffers (on CPUs, where one int32
+    GEMM holds the whole sum).
     """
+    pairs = [(a8[:, : (d + 1) * k], b8[:, (SLICES - 1 - d) * k :]) for d in range(SLICES)]
+    if not (scratch and a8.device.type == "cpu" and SLICES * k <= INT32_K_LIMIT):
+        return [_int_mm_exact(lhs, rhs) for lhs, rhs in pairs]
+    shape = (a8.shape[0], b8.shape[0])
     return [
-        _int_mm_exact(a8[:, : (d + 1) * k], b8[:, (SLICES - 1 - d) * k :]) for d in range(SLICES)
+        torch._int_mm(lhs, rhs.t(), out=_scratch(f"diagonal-{d}", shape, torch.int32, a8.device))
+        for d, (lhs, rhs) in enumerate(pairs)
     ]
 
 
@@ -194,7 +236,10 @@ def _row_scale(ea: torch.Tensor) -> torch.Tensor:
 
 
 def _combine(
-    diags: list[torch.Tensor], row_scale: torch.Tensor, col_scale: torch.Tensor
+    diags: list[torch.Tensor],
+    row_scale: torch.Tensor,
+    col_scale: torch.Tensor,
+    scratch: bool = False,
 ) -> torch.Tensor:
     """``(D0 + D1*2^-8 + D2*2^-16 + D3*2^-24) * row_scale * col_scale`` in float64.
 
@@ -206,12 +251,17 @@ def _combine(
     scalings are exact. (float64, not int64: int64 kernels are several times
     slower on CPUs.) Each diagonal is converted into a scratch buffer first: an
     addition that promotes int32 itself is several times slower on CPUs.
+    ``scratch``: the result is a :func:`_scratch` buffer, valid until the next call.
     """
-    t = torch.empty(diags[0].shape, dtype=torch.float64, device=diags[0].device)
+    shape, device = tuple(diags[0].shape), diags[0].device
+    if scratch:
+        t = _scratch("combined", shape, torch.float64, device)
+    else:
+        t = torch.empty(shape, dtype=torch.float64, device=device)
     t.copy_(diags[0])
-    scratch = torch.empty_like(t)
+    widened = _scratch("widened", shape, torch.float64, device)
     for d in range(1, SLICES):
-        t.add_(scratch.copy_(diags[d]), alpha=2.0 ** (-SLICE_BITS * d))
+        t.add_(widened.copy_(diags[d]), alpha=2.0 ** (-SLICE_BITS * d))
     return t.mul_(row_scale).mul_(col_scale)
 
 
@@ -310,7 +360,7 @@ def matmul_2d(a: torch.Tensor, b: torch.Tensor, epilogue: Epilogue | None = None
         out64 = torch.zeros((m, n), dtype=torch.float64, device=a.device)
         return (epilogue(out64, slice(0, m), slice(0, n)) if epilogue else out64).to(torch.float32)
     eb, b_clean, b_bad = _row_exponents(b.t())
-    b8 = _slices(b_clean, eb, top_first=False)
+    b8 = _slices(b_clean, eb, top_first=False, slot="rhs-slices")
     col_scale = pow2_f64(eb.t())
     # row blocks of at least 128 rows keep the int8 GEMMs efficient; a GPU wants no tiles
     tile = _TILE_ELEMS if a.device.type == "cpu" else 1 << 62
@@ -322,11 +372,12 @@ def matmul_2d(a: torch.Tensor, b: torch.Tensor, epilogue: Epilogue | None = None
         rows = slice(r0, min(m, r0 + bm))
         ea, a_clean, a_bad = _row_exponents(a[rows])
         a_bad_all.append(a_bad)
-        a8 = _slices(a_clean, ea, top_first=True)
+        a8 = _slices(a_clean, ea, top_first=True, slot="lhs-slices")
         row_scale = _row_scale(ea)
         for c0 in range(0, n, bn):
             cols = slice(c0, min(n, c0 + bn))
-            tile = _combine(_diagonals_int8(a8, b8[cols], k), row_scale, col_scale[:, cols])
+            diags = _diagonals_int8(a8, b8[cols], k, scratch=True)
+            tile = _combine(diags, row_scale, col_scale[:, cols], scratch=True)
             out[rows, cols] = epilogue(tile, rows, cols) if epilogue else tile
     a_bad = torch.cat(a_bad_all)
     if bool(a_bad.any()) or bool(b_bad.any()):
