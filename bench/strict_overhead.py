@@ -5,7 +5,13 @@ strict mode (steps alternate between the two, so both see the same machine
 load), and their ratio (issue 9 targets <= 2x on CPU for the ~10M GPT-2,
 <= 1.5x on GPU). Models are Hugging Face GPT-2s built from a config (eager
 attention, nothing downloaded). Also prints the strict matmul's cost against
-fp32 ``@`` for the GEMM shapes of the 10M model.
+fp32 ``@`` for the GEMM shapes of the 10M model, with both errors against a
+float64 reference (relative to the largest output).
+
+``--clock thread`` times CPU runs with the calling thread's CPU time instead of
+the wall clock: with ``--threads 1`` all the work runs on that thread, so on a
+machine that other jobs load, the ratio still measures the work, not the queue.
+The header prints the load average the run saw.
 
     .venv/bin/python bench/strict_overhead.py [--device cpu] [--threads 1] [--steps 5]
 """
@@ -55,12 +61,15 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+CLOCK: Callable[[], float] = time.perf_counter
+
+
 def _time_once(step: Callable[[], None], device: str) -> float:
     _sync(device)
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     step()
     _sync(device)
-    return time.perf_counter() - t0
+    return CLOCK() - t0
 
 
 def _time_pair(
@@ -97,8 +106,12 @@ def bench_model(name: str, device: str, steps: int) -> tuple[float, float, int]:
     return default, strict, sum(p.numel() for p in model.parameters())
 
 
-def bench_matmul(device: str, reps: int) -> list[tuple[str, float, float]]:
-    """fp32 ``@`` vs strict matmul time for the 10M model's forward and backward GEMM shapes."""
+def _rel_err(c: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((c.double() - ref).abs().max() / ref.abs().max()).item()
+
+
+def bench_matmul(device: str, reps: int) -> list[tuple[str, float, float, float, float]]:
+    """fp32 ``@`` vs strict matmul: times and errors, for the 10M model's GEMM shapes."""
     rows = []
     for m, k, n in (
         (1024, 256, 768),
@@ -115,7 +128,9 @@ def bench_matmul(device: str, reps: int) -> list[tuple[str, float, float]]:
             reps,
             device,
         )
-        rows.append((f"{m}x{k}x{n}", fp32, strict))
+        ref = a.double() @ b.double()
+        errs = (_rel_err(a @ b, ref), _rel_err(strict_matmul(a, b), ref))
+        rows.append((f"{m}x{k}x{n}", fp32, strict, *errs))
     return rows
 
 
@@ -126,7 +141,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--no-matmul", action="store_true")
+    parser.add_argument("--clock", choices=("wall", "thread"), default="wall")
     args = parser.parse_args()
+    if args.clock == "thread":
+        if args.device != "cpu" or args.threads != 1:
+            parser.error("--clock thread measures CPU runs with --threads 1 only")
+        global CLOCK
+        CLOCK = time.thread_time
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     dev = args.device
@@ -135,7 +156,8 @@ def main() -> None:
         if dev.startswith("cuda")
         else f"CPU ({torch.backends.cpu.get_cpu_capability()}, {args.threads} threads)"
     )
-    print(f"device: {label}; torch {torch.__version__}")
+    load = " ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    print(f"device: {label}; torch {torch.__version__}; clock {args.clock}; load average {load}")
     print(f"{'model':<12} {'params':>10} {'default s':>10} {'strict s':>10} {'ratio':>7}")
     for name in args.models.split(","):
         default, strict, params = bench_model(name, dev, args.steps)
@@ -143,9 +165,15 @@ def main() -> None:
             f"{name:<12} {params:>10,} {default:>10.4f} {strict:>10.4f} {strict / default:>6.2f}x"
         )
     if not args.no_matmul:
-        print(f"\n{'matmul MxKxN':<18} {'fp32 ms':>9} {'strict ms':>10} {'ratio':>7}")
-        for shape, fp32, strict in bench_matmul(dev, args.steps):
-            print(f"{shape:<18} {fp32 * 1e3:>9.2f} {strict * 1e3:>10.2f} {strict / fp32:>6.2f}x")
+        print(
+            f"\n{'matmul MxKxN':<18} {'fp32 ms':>9} {'strict ms':>10} {'ratio':>7}"
+            f" {'fp32 err':>9} {'strict err':>10}"
+        )
+        for shape, fp32, strict, e32, es in bench_matmul(dev, args.steps):
+            print(
+                f"{shape:<18} {fp32 * 1e3:>9.2f} {strict * 1e3:>10.2f} {strict / fp32:>6.2f}x"
+                f" {e32:>9.1e} {es:>10.1e}"
+            )
 
 
 if __name__ == "__main__":
