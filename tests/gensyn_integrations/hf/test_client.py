@@ -389,3 +389,40 @@ def test_a_dry_run_prices_the_task_and_runs_step_one_in_a_clean_process(
     assert out.training_loss == est.first_loss
     assert "Nothing was paid and no chain was touched" in capsys.readouterr().out
     assert t.receipt is None
+
+
+@pytest.mark.slow
+def test_on_a_configured_network_a_fresh_trainer_re_attaches_to_a_posted_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `gensyn devnet`-style network named by config: the task goes there, and task_id finds it again."""
+    from coordinator.accounts import import_account
+    from coordinator.devnet import devnet
+    from gensyn_integrations.config import load_config
+
+    password = "correct horse"
+    with devnet(tmp_path / "net", solvers=1, verifiers=0, referees=0,
+                frameworks=("torch", "transformers")) as dn:  # fmt: skip
+        ks = tmp_path / "keystore"
+        import_account(dn.user.key.hex(), password, alias="client", keystore=ks, scrypt_n=2**4)
+        env = {
+            "GENSYN_NETWORK__RPC_URL": dn.rpc_url, "GENSYN_NETWORK__DEPLOYMENT": str(dn.deployment_path),
+            "GENSYN_NETWORK__KEYSTORE": str(ks), "GENSYN_STORAGE__PATH": str(dn.store_path),
+        }  # fmt: skip
+        monkeypatch.setenv("GENSYN_PASSWORD", password)
+        before = dn.protocol.task_count()
+        first = _client(tmp_path / "a", config=load_config(env=env))
+        first.train()
+        r = first.receipt
+        assert dn.protocol.task_count() == before + 1  # the configured network, not an embedded one
+        assert first.task_id_posted == r.task_id
+
+        again = _client(tmp_path / "b", task_id=r.task_id, config=load_config(env=env))
+        out = again.train()
+        assert dn.protocol.task_count() == before + 1  # nothing new was posted
+        assert again.task_id_posted is None
+        assert (again.receipt.task_id, again.receipt.final_root) == (r.task_id, r.final_root)
+        assert out.global_step == r.steps
+        want, got = first.model.state_dict(), again.model.state_dict()
+        for k in want:
+            assert torch.equal(want[k], got[k]), k
