@@ -108,7 +108,8 @@ def main() -> None:
     rec("commit", p.commit(solver, tid, 0, rv))
     rec("reveal", p.reveal(solver, tid, 0, rv, wtree.proof(wtree.n - 1).siblings))
     salt = os.urandom(32)
-    rec("spot commit", p.spot_commit(challenger, tid, 0, False, salt))
+    c.mine()  # the spot-check draw is fixed by the block after the reveal
+    rec("spot commit (fixes the draw's seed)", p.spot_commit(challenger, tid, 0, False, salt))
     i = p.spot_index(tid, 0, challenger.address)
     rec(
         "spot reveal",

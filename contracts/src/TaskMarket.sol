@@ -94,7 +94,7 @@ contract TaskMarket is Governed, ReentrancyGuard, ITaskMarket {
         bytes32 commitment;
         bytes32 traceRoot;
         bytes32 finalRoot;
-        bytes32 seed; // spot-check randomness, fixed at reveal
+        bytes32 seed; // spot-check randomness: set at the reveal, fixed by the next block's hash
         uint256 dispute;
         string manifestCid;
         string resultCid;
@@ -125,6 +125,7 @@ contract TaskMarket is Governed, ReentrancyGuard, ITaskMarket {
     mapping(bytes32 => bytes32) internal _spotCommitments; // keccak(taskId, slot, verifier) => commitment
     mapping(bytes32 => bool) internal _spotCommits; // ... => revealed and paid
     mapping(uint256 => mapping(uint256 => Demand)) internal _demands;
+    mapping(uint256 => mapping(uint256 => uint64)) internal _revealBlock; // 0 once the seed is fixed
     mapping(address => uint256) public credits;
     mapping(uint256 => mapping(uint256 => string)) public progressCid; // the latest progress manifest of a slot
     uint256 public totalEscrow;
@@ -158,6 +159,7 @@ contract TaskMarket is Governed, ReentrancyGuard, ITaskMarket {
     error TooManyReopens(uint256 taskId);
     error TooManyDemands(uint256 taskId, uint256 slot);
     error BadLeafIndex(uint64 index);
+    error SeedNotReady(uint256 taskId, uint256 slot);
 
     event TaskPosted(uint256 indexed taskId, address indexed client, string specCid, uint256 budget, uint8 replicas, uint8 spotChecks);
     event Claimed(uint256 indexed taskId, uint256 slot, address indexed solver);
@@ -175,6 +177,7 @@ contract TaskMarket is Governed, ReentrancyGuard, ITaskMarket {
     event Progress(uint256 indexed taskId, uint256 slot, address indexed solver, string cid);
     event SlotReopened(uint256 indexed taskId, uint256 slot, address indexed solver);
     event TaskCancelled(uint256 indexed taskId);
+    event SeedFixed(uint256 indexed taskId, uint256 slot, bytes32 seed);
     event CheckpointDemanded(uint256 indexed taskId, uint256 slot, address indexed by, uint64 index, uint64 deadline);
     event CheckpointServed(uint256 indexed taskId, uint256 slot, uint64 index, bytes32 stateRoot, uint256 leaves);
     event CheckpointWithheld(uint256 indexed taskId, uint256 slot, address indexed solver, address indexed by, uint64 index);
@@ -310,6 +313,7 @@ contract TaskMarket is Governed, ReentrancyGuard, ITaskMarket {
         s.manifestCid = r.manifestCid;
         s.resultCid = r.resultCid;
         s.seed = keccak256(abi.encode(block.prevrandao, blockhash(block.number - 1), taskId, slot));
+        _revealBlock[taskId][slot] = uint64(block.number);
         emit Revealed(taskId, slot, s.solver, r.failed, r.traceRoot, r.steps, r.finalRoot, r.manifestCid, r.resultCid);
     }
 
@@ -326,6 +330,7 @@ contract TaskMarket is Governed, ReentrancyGuard, ITaskMarket {
         if (t.spotReserved >= t.p.spotChecks) revert SpotChecksExhausted(taskId);
         bytes32 key = keccak256(abi.encode(taskId, slot, msg.sender));
         if (commitment == bytes32(0) || _spotCommitments[key] != bytes32(0)) revert AlreadyCommitted(msg.sender);
+        _fixSeed(taskId, slot, s);
         _spotCommitments[key] = commitment;
         t.spotReserved += 1;
         emit SpotCommitted(taskId, slot, msg.sender, commitment);
@@ -356,12 +361,38 @@ contract TaskMarket is Governed, ReentrancyGuard, ITaskMarket {
         emit SpotChecked(taskId, slot, msg.sender, index, agrees, t.p.verifierFee);
     }
 
-    /// @notice The interval a verifier must check: drawn from randomness fixed at the solver's reveal.
+    /// @notice The interval a verifier must check: drawn from the seed of `drawSeed`.
     function spotIndex(uint256 taskId, uint256 slot, address verifier) public view returns (uint64) {
         Slot storage s = _slots[taskId][slot];
         uint64 n = leafCount(s.steps, _tasks[taskId].p.commitInterval);
         if (n < 2) return 0;
-        return uint64(1 + (uint256(keccak256(abi.encode(s.seed, verifier))) % (n - 1)));
+        return uint64(1 + (uint256(keccak256(abi.encode(drawSeed(taskId, slot), verifier))) % (n - 1)));
+    }
+
+    /// @notice The spot-check seed: the reveal's seed hashed with the hash of the block AFTER the
+    /// reveal, which nobody knows when the reveal is sent, so the solver cannot time its reveal to
+    /// steer the draw. It reverts until that block exists; the first spot commit (or anyone, with
+    /// fixSeed) stores it. Unfixed for 256 blocks, that hash is gone and the reveal's seed is used.
+    function drawSeed(uint256 taskId, uint256 slot) public view returns (bytes32) {
+        Slot storage s = _slots[taskId][slot];
+        uint64 rb = _revealBlock[taskId][slot];
+        if (rb == 0) return s.seed;
+        if (block.number <= rb + 1) revert SeedNotReady(taskId, slot);
+        bytes32 h = blockhash(rb + 1);
+        return h == bytes32(0) ? s.seed : keccak256(abi.encode(s.seed, h));
+    }
+
+    /// @notice Anyone stores the spot-check seed once the block after the reveal exists.
+    function fixSeed(uint256 taskId, uint256 slot) external {
+        _task(taskId);
+        _fixSeed(taskId, slot, _slotOf(taskId, slot, SlotState.Revealed));
+    }
+
+    function _fixSeed(uint256 taskId, uint256 slot, Slot storage s) internal {
+        if (_revealBlock[taskId][slot] == 0) return;
+        s.seed = drawSeed(taskId, slot);
+        _revealBlock[taskId][slot] = 0;
+        emit SeedFixed(taskId, slot, s.seed);
     }
 
     /// @notice Challenge a revealed slot with a bond: post your own trace root over the same

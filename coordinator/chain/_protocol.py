@@ -152,9 +152,17 @@ class Protocol:
         return self._tx(verifier, self.market.functions.spotCommit(task_id, slot, c), "spot commit")
 
     def spot_index(self, task_id: int, slot: int, verifier: str) -> int:
-        """The interval ``verifier`` must check, drawn from randomness fixed at the reveal."""
+        """The interval ``verifier`` must check, drawn from the seed of :meth:`draw_seed`."""
         fn = self.market.functions.spotIndex(task_id, slot, to_checksum_address(verifier))
         return int(self.client.call(fn))
+
+    def draw_seed(self, task_id: int, slot: int) -> bytes:
+        """The spot-check seed (reverts ``SeedNotReady`` until the block after the reveal exists)."""
+        return bytes(self.client.call(self.market.functions.drawSeed(task_id, slot)))
+
+    def fix_seed(self, anyone: LocalAccount, task_id: int, slot: int) -> TxResult:
+        """Store the spot-check seed once the block after the reveal exists."""
+        return self._tx(anyone, self.market.functions.fixSeed(task_id, slot), "fix seed")
 
     def spot_reveal(
         self, verifier: LocalAccount, task_id: int, slot: int, agrees: bool, salt: bytes,

@@ -134,7 +134,8 @@ def spot_index(seed: bytes, verifier: str, leaves: int) -> int:
 
     Each verifier address gets one interval, drawn independently of every other
     verifier's (so a set of verifiers samples intervals with replacement), from
-    the seed the market fixed at the solver's reveal.
+    ``seed`` = TaskMarket.drawSeed: the reveal's seed hashed with the hash of the
+    block after the reveal.
     """
     if leaves < 2:
         return 0

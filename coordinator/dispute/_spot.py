@@ -2,9 +2,10 @@
 
 DESIGN.md, "Data flow", step 4 (``spot``). A spot task carries ``s`` paid
 checks. Each check is one verifier re-executing ONE interval, the one
-TaskMarket.spotIndex draws for the verifier's address from the seed fixed at
-the solver's reveal. Different verifiers draw independently, so ``s`` checks
-sample the ``n - 1`` intervals *with replacement*, and a solver that faked a
+TaskMarket.spotIndex draws for the verifier's address from the seed fixed by
+the block after the solver's reveal (TaskMarket.drawSeed). Different verifiers
+draw independently, so ``s`` checks sample the ``n - 1`` intervals *with
+replacement*, and a solver that faked a
 fraction ``f`` of its intervals escapes all of them with probability
 ``(1 - f) ** s``.
 

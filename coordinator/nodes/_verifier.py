@@ -1,7 +1,7 @@
 """The verifier: re-executes revealed results and challenges a wrong one.
 
 DESIGN.md, "Data flow", step 4. Under ``spot``, the verifier re-executes the
-interval drawn for it (randomness fixed at the reveal) from the solver's REE
+interval drawn for it (randomness fixed by the block after the reveal) from the solver's REE
 checkpoint, and commits and reveals its verdict for the fee. Otherwise, or when
 the spot check disagrees, it re-runs the task to the revealed step count and
 compares trace roots; on a difference it challenges with its own trace and
@@ -25,6 +25,7 @@ from coordinator.nodes._base import Node, RunRecord
 from coordinator.tasks import RunManifest, RunRequest, RunResult, fetch_checkpoint, load_run
 
 PENDING = "pending"  # spot_check's answer while a demanded checkpoint is outstanding
+WAIT = "wait"  # ... before the block that fixes the draw exists (nothing was sent)
 
 
 class Verifier(Node):
@@ -76,6 +77,8 @@ class Verifier(Node):
             agrees = self.spot_check(tid, i, s, t)
             if agrees is PENDING:
                 return True  # a checkpoint was demanded: look again once it is served
+            if agrees is WAIT:
+                return False
             if agrees is None or agrees:
                 self.state.done.append(f"checked:{tid}:{i}")
                 self.save()
@@ -90,7 +93,12 @@ class Verifier(Node):
         """
         b, bdir = self.bundle(t["p"]["specCid"])
         ci = b.spec.commit_interval
-        index = self.p.spot_index(tid, i, self.address)
+        try:
+            index = self.p.spot_index(tid, i, self.address)
+        except ChainError as e:
+            if e.error == "SeedNotReady":  # the block after the reveal fixes the draw: next tick
+                return WAIT
+            raise
         m = self.manifest(s["manifestCid"])
         roots = list(m.trace.roots_raw)
         if trace_tree(roots).root != s["traceRoot"] or index >= len(roots):

@@ -77,6 +77,7 @@ def test_spot_check_pays_fee_and_unused_fees_are_refunded(world: World) -> None:
     w, p = world, world.p
     tid = p.post_task(w.alice, w.task(spot_checks=2, verifier_fee=7 * E18)).value
     slot = solve(w, w.bob, tid, TraceModel(), CI, STEPS)
+    w.client.mine()  # the spot-check draw is fixed by the block after the reveal
     salt = os.urandom(32)
     p.spot_commit(w.dave, tid, slot, True, salt)
     idx = p.spot_index(tid, slot, w.dave.address)

@@ -18,6 +18,8 @@ import os
 import random
 
 import pytest
+from eth_abi import encode
+from eth_utils import keccak
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -47,7 +49,10 @@ def test_python_draw_equals_the_contracts(world: World, ci: int, steps: int) -> 
     tid = _post(w, w.task(commit_interval=ci, total_steps=steps, spot_checks=3,
                                       initial_root=TraceModel().leaf(0, ci, steps)))  # fmt: skip
     slot = solve(w, w.bob, tid, TraceModel(), ci, steps)
-    seed = p.get_slot(tid, slot)["seed"]
+    with pytest.raises(ChainError, match="SeedNotReady"):  # the block after the reveal decides
+        p.spot_index(tid, slot, w.dave.address)
+    w.client.mine(2)  # a call sees blockhash(reveal + 1) from the block after that one
+    seed = p.draw_seed(tid, slot)
     n = leaf_count(steps, ci)
     rng = random.Random(ci * 1000 + steps)
     drawn = set()
@@ -66,6 +71,7 @@ def test_a_verifier_cannot_choose_its_interval(world: World) -> None:
     ci, steps = 4, 32
     tid = _post(w, w.task(spot_checks=2, verifier_fee=E18))
     slot = solve(w, w.bob, tid, TraceModel(), ci, steps)
+    w.client.mine(2)  # the block after the reveal fixes the draw
     before = p.spot_index(tid, slot, w.dave.address)
     salt = os.urandom(32)
     p.spot_commit(w.dave, tid, slot, True, salt)
@@ -89,28 +95,31 @@ def test_a_verifier_cannot_choose_its_interval(world: World) -> None:
 
 
 def test_the_solver_cannot_predict_the_draw_when_it_commits(world: World) -> None:
+    """Nothing is drawn at the commit; at the reveal the draw is still open: it is fixed by the
+    hash of the block after the reveal, which the solver cannot know when it sends the reveal."""
     w, p = world, world.p
     ci, steps = 1, 64
     tid = _post(w, w.task(commit_interval=ci, total_steps=steps, spot_checks=3,
-                                      initial_root=TraceModel().leaf(0, ci, steps)))  # fmt: skip
+                          initial_root=TraceModel().leaf(0, ci, steps)))  # fmt: skip
     slot = _int(p.claim(w.bob, tid).value)
     r, proof = TraceModel().reveal(ci, steps)
     p.commit(w.bob, tid, slot, r)
     assert p.get_slot(tid, slot)["seed"] == b"\0" * 32  # nothing to predict from yet
-    verifiers = [w.carol.address, w.dave.address, *(x.address for x in w.referees)]
-    seeds, draws = [], []
-    for wait in (0, 1, 2):
-        snap = w.client.snapshot()
-        w.client.mine(wait)
-        tx = p.reveal(w.bob, tid, slot, r, proof)
-        assert tx.block_number > 0
-        seed = p.get_slot(tid, slot)["seed"]
-        assert seed != b"\0" * 32
-        seeds.append(seed)
-        draws.append([p.spot_index(tid, slot, v) for v in verifiers])
-        w.client.revert(snap)
-    assert len(set(seeds)) == 3  # the reveal's block decides the seed
-    assert len({tuple(d) for d in draws}) > 1
+    rb = p.reveal(w.bob, tid, slot, r, proof).block_number
+    at_reveal = p.get_slot(tid, slot)["seed"]
+    with pytest.raises(ChainError, match="SeedNotReady"):  # the reveal's own block cannot tell
+        p.draw_seed(tid, slot)
+    with pytest.raises(ChainError, match="SeedNotReady"):  # nor can the block after it, yet
+        p.spot_commit(w.dave, tid, slot, True, os.urandom(32))
+    w.client.mine()  # block rb + 1
+    p.fix_seed(w.gov, tid, slot)  # mined in block rb + 2: blockhash(rb + 1) is known now
+    fixed = p.get_slot(tid, slot)["seed"]
+    next_hash = bytes(w.client.w3.eth.get_block(rb + 1)["hash"])
+    assert fixed == keccak(encode(["bytes32", "bytes32"], [at_reveal, next_hash]))
+    assert fixed != at_reveal
+    assert p.draw_seed(tid, slot) == fixed  # fixed for good: later blocks do not move it
+    w.client.mine(3)
+    assert p.draw_seed(tid, slot) == fixed
 
 
 def test_each_checked_interval_pays_the_fee(world: World) -> None:
@@ -118,6 +127,7 @@ def test_each_checked_interval_pays_the_fee(world: World) -> None:
     ci, steps, fee = 4, 32, 3 * E18
     tid = _post(w, w.task(spot_checks=3, verifier_fee=fee))
     slot = solve(w, w.bob, tid, TraceModel(), ci, steps)
+    w.client.mine(2)
     tree = TraceModel().tree(ci, steps)
     checkers = [w.carol, w.dave, *w.referees]
     for v in checkers[:3]:
