@@ -53,6 +53,8 @@ FLOAT_K_LIMIT = (2**24) // _MAX_PRODUCT  # 1024
 ENGINES = ("auto", "int8", "float")
 # elements of an A row block and of an output tile: small enough to stay in cache
 _TILE_ELEMS = 1 << 20
+# elements of one float64 chunk of the combine: 512 KiB, which a CPU's L2 holds
+_COMBINE_CHUNK = 1 << 16
 
 
 _WORKSPACE = threading.local()
@@ -203,25 +205,36 @@ def _diagonals_int8(
 
 
 def _diagonals_int8_batched(a8: torch.Tensor, b8: torch.Tensor, k: int) -> list[torch.Tensor]:
-    """:func:`_diagonals_int8` for (B, M, 4K) and (B, N, 4K) slices: one GEMM per batch entry.
+    """:func:`_diagonals_int8` for (B, M, 4K) and (B, N, 4K) slices.
 
-    On CPUs each GEMM writes straight into its batch entry of the diagonal (no copy).
+    On CPUs, where batched matmuls are many small GEMMs (attention) and the call,
+    not the arithmetic, is the cost, the four diagonals are one GEMM per batch
+    entry: the right operand stacks each diagonal's slices, zero-padded to 4K,
+    along N, so ``a8 @ that`` is [D0 | D1 | D2 | D3] (the zeros add nothing, and
+    the int32 sums stay exact while 4K * 128**2 < 2**31). Elsewhere: one GEMM per
+    diagonal and batch entry.
     """
     batch, m, n = a8.shape[0], a8.shape[1], b8.shape[1]
-    direct = a8.device.type == "cpu" and SLICES * k <= INT32_K_LIMIT
+    if a8.device.type == "cpu" and SLICES * k <= INT32_K_LIMIT:
+        stacked = _scratch("stacked-rhs", (batch, SLICES, n, SLICES * k), torch.int8, a8.device)
+        for d in range(SLICES):
+            stacked[:, d, :, : (d + 1) * k] = b8[:, :, (SLICES - 1 - d) * k :]
+            stacked[:, d, :, (d + 1) * k :] = 0
+        out = _scratch("stacked-diagonals", (batch, m, SLICES * n), torch.int32, a8.device)
+        for i in range(batch):
+            torch._int_mm(a8[i], stacked[i].view(SLICES * n, SLICES * k).t(), out=out[i])
+        return [out[:, :, d * n : (d + 1) * n] for d in range(SLICES)]
     diags = []
     for d in range(SLICES):
+        kd = (d + 1) * k
         out = torch.empty(
             (batch, m, n),
-            dtype=torch.int64 if (d + 1) * k > INT32_K_LIMIT else torch.int32,
+            dtype=torch.int64 if kd > INT32_K_LIMIT else torch.int32,
             device=a8.device,
         )
-        lhs, rhs = a8[:, :, : (d + 1) * k], b8[:, :, (SLICES - 1 - d) * k :]
+        lhs, rhs = a8[:, :, :kd], b8[:, :, (SLICES - 1 - d) * k :]
         for i in range(batch):
-            if direct:
-                torch._int_mm(lhs[i], rhs[i].t(), out=out[i])
-            else:
-                out[i] = _int_mm_exact(lhs[i], rhs[i])
+            out[i] = _int_mm_exact(lhs[i], rhs[i])
         diags.append(out)
     return diags
 
@@ -235,11 +248,23 @@ def _row_scale(ea: torch.Tensor) -> torch.Tensor:
     return pow2_f64(ea - 2 * _FIXED_TOP + 2 * SLICE_BITS * (SLICES - 1))
 
 
+Sink = Callable[[torch.Tensor, int, int], None]
+
+
+def _lead(scale: torch.Tensor, like: torch.Tensor, s: int, e: int) -> torch.Tensor:
+    """Rows ``s:e`` (along ``like``'s first dim) of a scale that broadcasts against ``like``."""
+    if scale.dim() < like.dim() or scale.shape[0] == 1:
+        return scale
+    return scale[s:e]
+
+
 def _combine(
     diags: list[torch.Tensor],
     row_scale: torch.Tensor,
     col_scale: torch.Tensor,
+    k: int,
     scratch: bool = False,
+    sink: Sink | None = None,
 ) -> torch.Tensor:
     """``(D0 + D1*2^-8 + D2*2^-16 + D3*2^-24) * row_scale * col_scale`` in float64.
 
@@ -251,18 +276,51 @@ def _combine(
     scalings are exact. (float64, not int64: int64 kernels are several times
     slower on CPUs.) Each diagonal is converted into a scratch buffer first: an
     addition that promotes int32 itself is several times slower on CPUs.
-    ``scratch``: the result is a :func:`_scratch` buffer, valid until the next call.
+
+    On CPUs the work runs in chunks along the first dimension (rows, or batch
+    entries) of about 64K elements, so the seven float64 passes stay in cache
+    instead of streaming megabytes each (elementwise: the same bits).
+    ``scratch``: the result is a :func:`_scratch` buffer, valid until the next
+    call. ``sink(chunk, s, e)`` is called with each finished chunk (rows ``s:e``)
+    while it is still in cache.
     """
     shape, device = tuple(diags[0].shape), diags[0].device
     if scratch:
         t = _scratch("combined", shape, torch.float64, device)
     else:
         t = torch.empty(shape, dtype=torch.float64, device=device)
-    t.copy_(diags[0])
-    widened = _scratch("widened", shape, torch.float64, device)
-    for d in range(1, SLICES):
-        t.add_(widened.copy_(diags[d]), alpha=2.0 ** (-SLICE_BITS * d))
-    return t.mul_(row_scale).mul_(col_scale)
+    lead = shape[0]
+    per = math.prod(shape[1:])
+    step = max(1, _COMBINE_CHUNK // max(per, 1)) if device.type == "cpu" else lead
+    widened = _scratch("widened", (min(step, lead), *shape[1:]), torch.float64, device)
+    # D0*2^8 + D1 fits int32 while K < 2016 (|D0| <= K*2^12, |D1| <= K*2^14), and
+    # D2*2^8 + D3 while K < 254 (|D2| <= K*2^15, |D3| <= K*3*2^14). Such pairs are
+    # joined exactly in int32 (chunk by chunk, in cache), which spares float64
+    # conversions and additions. The sum is then 2^8 times the same exact value,
+    # and the row scale takes the 2^-8: the same bits.
+    join = SLICES == 4 and diags[0].dtype == torch.int32 and k < 2016
+    if join:
+        row_scale = row_scale * 2.0**-SLICE_BITS
+    for s in range(0, lead, step):
+        e = min(lead, s + step)
+        chunk, w = t[s:e], widened[: e - s]
+        if join:
+            part = _scratch("joined", (e - s, *shape[1:]), torch.int32, device)
+            chunk.copy_(torch.add(diags[1][s:e], diags[0][s:e], alpha=256, out=part))
+            if k < 254:
+                torch.add(diags[3][s:e], diags[2][s:e], alpha=256, out=part)
+                chunk.add_(w.copy_(part), alpha=2.0 ** (-2 * SLICE_BITS))
+            else:
+                chunk.add_(w.copy_(diags[2][s:e]), alpha=2.0**-SLICE_BITS)
+                chunk.add_(w.copy_(diags[3][s:e]), alpha=2.0 ** (-2 * SLICE_BITS))
+        else:
+            chunk.copy_(diags[0][s:e])
+            for d in range(1, SLICES):
+                chunk.add_(w.copy_(diags[d][s:e]), alpha=2.0 ** (-SLICE_BITS * d))
+        chunk.mul_(_lead(row_scale, t, s, e)).mul_(_lead(col_scale, t, s, e))
+        if sink is not None:
+            sink(chunk, s, e)
+    return t
 
 
 def _diagonals_float(a: torch.Tensor, bt: torch.Tensor, k: int) -> list[torch.Tensor]:
@@ -304,13 +362,14 @@ def _check(a: torch.Tensor, b: torch.Tensor) -> None:
 
 
 def matmul64(
-    a: torch.Tensor, b: torch.Tensor, engine: str = "auto"
+    a: torch.Tensor, b: torch.Tensor, engine: str = "auto", scratch: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``a @ b`` in float64 before its final rounding, and the mask of nan outputs.
 
     The float64 value is the integer slice product, rounded once; callers may add
     to it in float64 (a bias) before rounding once more to float32. Batch
-    dimensions broadcast as in :func:`torch.matmul`.
+    dimensions broadcast as in :func:`torch.matmul`. ``scratch``: the float64
+    value is a :func:`_scratch` buffer, valid until the next strict matmul.
     """
     _check(a, b)
     ea, a_clean, a_bad = _row_exponents(a)
@@ -322,8 +381,8 @@ def matmul64(
             (*shape, a.shape[-2], b.shape[-1]), dtype=torch.float64, device=a.device
         )
         return zeros, zeros.to(torch.bool)
-    sa = _slices(a_clean, ea, top_first=True)
-    sb = _slices(b_clean, eb, top_first=False)
+    sa = _slices(a_clean, ea, top_first=True, slot="lhs-slices")
+    sb = _slices(b_clean, eb, top_first=False, slot="rhs-slices")
     engine = _pick_engine(engine, a)
     if engine == "int8" and a.dim() == 2 and b.dim() == 2:
         diags = _diagonals_int8(sa, sb, k)
@@ -332,7 +391,11 @@ def matmul64(
     else:
         diags = _diagonals_float(sa.to(torch.float32), sb.to(torch.float32), k)
     # value = (D0 + D1*2^-8 + ...) * 2^24 * 2^(ea-29) * 2^(eb-29)
-    return _combine(diags, _row_scale(ea), pow2_f64(eb.mT)), a_bad | b_bad.mT
+    total = _combine(diags, _row_scale(ea), pow2_f64(eb.mT), k, scratch=scratch)
+    if not (bool(a_bad.any()) or bool(b_bad.any())):
+        # all finite: a 0-d mask broadcasts the same, without an output-sized or and any
+        return total, torch.zeros((), dtype=torch.bool, device=total.device)
+    return total, a_bad | b_bad.mT
 
 
 def finish(total: torch.Tensor, bad: torch.Tensor) -> torch.Tensor:
@@ -377,8 +440,12 @@ def matmul_2d(a: torch.Tensor, b: torch.Tensor, epilogue: Epilogue | None = None
         for c0 in range(0, n, bn):
             cols = slice(c0, min(n, c0 + bn))
             diags = _diagonals_int8(a8, b8[cols], k, scratch=True)
-            tile = _combine(diags, row_scale, col_scale[:, cols], scratch=True)
-            out[rows, cols] = epilogue(tile, rows, cols) if epilogue else tile
+
+            def sink(chunk: torch.Tensor, s: int, e: int, r0: int = r0, cols: slice = cols) -> None:
+                sub = slice(r0 + s, r0 + e)
+                out[sub, cols] = epilogue(chunk, sub, cols) if epilogue else chunk
+
+            _combine(diags, row_scale, col_scale[:, cols], k, scratch=True, sink=sink)
     a_bad = torch.cat(a_bad_all)
     if bool(a_bad.any()) or bool(b_bad.any()):
         out = torch.where(a_bad | b_bad.t(), torch.full((), float("nan"), device=out.device), out)
@@ -394,4 +461,4 @@ def strict_matmul(a: torch.Tensor, b: torch.Tensor, engine: str = "auto") -> tor
     """
     if _pick_engine(engine, a) == "int8" and a.dim() == 2 and b.dim() == 2:
         return matmul_2d(a, b)
-    return finish(*matmul64(a, b, engine))
+    return finish(*matmul64(a, b, engine, scratch=True))

@@ -564,3 +564,17 @@ def test_half_and_bfloat16_arithmetic_raises_naming_the_op(dtype: torch.dtype) -
                 run()
         with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(NondeterminismError):
             F.linear(x, x)
+
+
+@pytest.mark.parametrize("k", [253, 254, 2015, 2016])
+def test_int32_joined_diagonals_give_the_bits_of_the_float_engine(k: int) -> None:
+    """The int8 engine joins diagonals in int32 below K = 254 and 2016: exact, so the same bits."""
+    from ree.strict import strict_matmul
+
+    g = torch.Generator().manual_seed(k)
+    # rows of equal magnitude: every slice digit is in play, near its extremes
+    a = torch.randn(3, 5, k, generator=g).sign() * (1 - torch.rand(3, 5, k, generator=g) * 2**-20)
+    b = torch.randn(3, k, 4, generator=g)
+    batched = strict_matmul(a, b, "int8")
+    assert torch.equal(batched, strict_matmul(a, b, "float"))
+    assert torch.equal(strict_matmul(a[1], b[1], "int8"), batched[1])
