@@ -127,7 +127,7 @@ def play_to_referee_once(w: World, did: int, d_acct: object, c_acct: object, d_m
                                t.proof(t.n - 1).siblings)  # fmt: skip
 
 
-TRIALS = [*attacks(Fault.ULP, range(4)), *attacks(Fault.INCONSISTENT, range(4, 8))]
+TRIALS = [*attacks(Fault.ULP, range(3)), *attacks(Fault.INCONSISTENT, range(3, 6))]
 
 
 @pytest.mark.parametrize("attack", TRIALS, ids=lambda a: f"{a.fault.name}-s{a.seed}-op{a.target}")
