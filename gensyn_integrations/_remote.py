@@ -256,10 +256,17 @@ def _unsettled(net: Any, tid: int, timeout: float, who: str) -> str:
     return (
         f"{who}: task {tid} is not settled after {timeout:.0f}s. Its escrow ({escrow}) stays in the "
         f"task market until it settles, and then pays the solver or is refunded to "
-        f"{net.account.address}. Re-attach with GensynStrategy(task_id={tid}); `gensyn task show "
+        f"{net.account.address}. Re-attach with {_reattach(who, tid)}; `gensyn task show "
         f"{tid}` says which slot waits for what; nobody claimed it? `gensyn task cancel {tid}`, "
         "then `gensyn withdraw`"
     )
+
+
+def _reattach(who: str, tid: int) -> str:
+    """How the caller named by ``who`` re-attaches to task ``tid``."""
+    if who.startswith("gensyn launch"):
+        return f"`gensyn launch --remote --task-id {tid} SCRIPT`"
+    return f"{who.split('(')[0]}(task_id={tid})"
 
 
 # ---------------------------------------------------------------------- dry run

@@ -161,6 +161,8 @@ def test_a_task_still_running_at_the_timeout_says_where_its_escrow_is_and_how_to
     assert "escrow (3 AI) stays in the task market" in msg
     assert "GensynStrategy(task_id=5)" in msg
     assert "`gensyn task cancel 5`, then `gensyn withdraw`" in msg
+    assert "GensynTrainer(task_id=5)" in _unsettled(real, 5, 60, "GensynTrainer(role='client')")
+    assert "gensyn launch --remote --task-id 5" in _unsettled(real, 5, 60, "gensyn launch --remote")
     embedded = _unsettled(SimpleNamespace(**{**vars(real), "embedded": True}), 5, 60, "x")
     assert "embedded devnet stops with this call" in embedded
     assert "test tokens" in embedded
