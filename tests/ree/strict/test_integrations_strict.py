@@ -91,7 +91,9 @@ def _lightning_run(threads: int) -> tuple[list[str], list[bool]]:
             return torch.optim.AdamW(self.parameters(), lr=1e-2)
 
     module = Module()
-    strategy = GensynStrategy(role="executor", mode="strict", seed=0, threads=threads)
+    strategy = GensynStrategy(
+        role="executor", commit_interval=1, mode="strict", seed=0, threads=threads
+    )
     trainer = pl.Trainer(
         strategy=strategy,
         max_steps=STEPS,
