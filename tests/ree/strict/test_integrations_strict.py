@@ -10,7 +10,13 @@ roots differ between thread counts.
 Today each integration refuses ``mode="strict"`` with a ``ReeConfigError`` (the
 refusal sits in the integration, which its owners will lift): the tests are
 strict xfails on exactly that error, so they start failing, as a reminder to
-drop the marker, the day strict mode passes through.
+drop the marker, the day strict mode passes through. Prototypes (subclasses
+outside the repository) passed the Lightning and HF tests by holding one
+``StrictMode(StrictGenerator(seed))`` per run and entering it for each step only
+(Lightning: ``on_train_batch_start`` to ``on_train_batch_end``; HF:
+``on_step_begin`` to ``on_step_end``), and leaving it before a root is taken.
+Held over the whole loop it fails: the DataLoader's iterator draws its base seed
+with ``random_``, which strict mode refuses.
 """
 
 from __future__ import annotations
