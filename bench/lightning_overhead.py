@@ -178,7 +178,7 @@ def part_a(a: argparse.Namespace) -> None:
         elif kind == "flags":
             name = "plain + the REE's flags and seeds"
         else:
-            default = " (default)" if c == 1 else ""
+            default = " (default)" if c == _default_interval() else ""
             name = f"executor, commit_interval={c}{default}" if c != NO_ROOTS else "executor, no roots (start/end only)"
         runs = " ".join(f"{x * 1e3:.1f}" for x in times[kind, c])
         print(f"    {name:38} {med * 1e3:9.2f} ms {med / base:6.3f}x {100 * (med / base - 1):+8.1f}%   ({runs})")
@@ -224,6 +224,14 @@ def part_b(a: argparse.Namespace) -> None:
           f"{a.devnet_steps} steps, batch {a.devnet_batch}, one run each")  # fmt: skip
     print(f"    local fit {local:.1f} s; devnet fit {remote:.1f} s (task {r.task_id}, {r.outcome}); "
           f"ratio {remote / local:.1f}x; fixed cost of the network {remote - local:.1f} s")  # fmt: skip
+
+
+def _default_interval() -> int:
+    import inspect
+
+    from gensyn_integrations.lightning import GensynStrategy
+
+    return int(inspect.signature(GensynStrategy.__init__).parameters["commit_interval"].default)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

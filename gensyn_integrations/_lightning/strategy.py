@@ -38,7 +38,7 @@ class GensynStrategyMixin:
         self,
         role: str = "client",
         *,
-        commit_interval: int = 1,
+        commit_interval: int = 10,
         mode: str = "device",
         seed: int = 0,
         threads: int | None = 1,

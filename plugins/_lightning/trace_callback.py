@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import random
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -53,7 +54,7 @@ class TraceCallbackMixin:
 
     def __init__(
         self,
-        commit_interval: int = 1,
+        commit_interval: int = 10,
         *,
         mode: str = "device",
         seed: int = 0,
@@ -67,6 +68,8 @@ class TraceCallbackMixin:
         """
         if mode not in ("device", "strict"):
             raise ReeConfigError(f"REE mode {mode!r} is not 'device' or 'strict'")
+        self._pending: list[tuple[int, Future[str]]] = []
+        self._hasher: ThreadPoolExecutor | None = None
         self.trace = Trace(commit_interval=commit_interval)
         self.mode = mode
         self.seed = int(seed)
@@ -83,6 +86,42 @@ class TraceCallbackMixin:
         self._source_patch: tuple[Any, Any] | None = None
         self._trainer_for_state: Any = None
         self._rng_before_validation: tuple[Any, Any, Any] | None = None
+
+    # ------------------------------------------------------------------ the trace
+    @property
+    def trace(self) -> Trace:
+        """The run's trace: ``.roots``, ``.root``, ``.steps`` (roots still hashing are waited for)."""
+        self._settle()
+        return self._trace
+
+    @trace.setter
+    def trace(self, value: Trace) -> None:
+        self._settle()
+        self._trace = value
+
+    def _record_soon(self, step: int, tree: StateTree) -> None:
+        """Record the root of ``tree`` at ``step``, hashed beside the next steps.
+
+        The tree is copied first (the next step changes the live tensors), then a
+        background thread hashes it while training goes on: hashlib releases the
+        GIL, so the root costs a copy on the training thread, not a hash. Every
+        read of :attr:`trace` waits for the roots still hashing, in step order.
+        """
+        snap = tree.snapshot()
+        if self._hasher is None:
+            self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gensyn-root")
+        self._pending.append((step, self._hasher.submit(lambda: snap.root)))
+
+    def _settle(self) -> None:
+        pending, self._pending = self._pending, []
+        for step, root in pending:
+            self._trace.record(step, root.result())
+
+    def _stop_hasher(self) -> None:
+        self._settle()
+        if self._hasher is not None:
+            self._hasher.shutdown(wait=True)
+            self._hasher = None
 
     # ------------------------------------------------------------------ setup
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
@@ -108,6 +147,7 @@ class TraceCallbackMixin:
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         """Undo what setup and on_train_start changed: hooks, the data source, REE flags."""
+        self._stop_hasher()
         for handle in self._hooks:
             handle.remove()
         self._hooks.clear()
@@ -189,11 +229,12 @@ class TraceCallbackMixin:
         if self.step == self._steps_at_last_batch_end:
             return  # an accumulation micro-batch: no optimizer step, no root
         self._steps_at_last_batch_end = self.step
-        if self.trace.due(self.step):
-            tree = self._capture(trainer)
-            self.trace.record(self.step, tree.root)
-            if self.checkpoint_dir is not None:
+        if self._trace.due(self.step):
+            if self.checkpoint_dir is not None:  # the checkpoint carries the trace: hash now
+                self.trace.record(self.step, self._capture(trainer).root)
                 trainer.save_checkpoint(self.checkpoint_path(self.step), weights_only=False)
+            else:
+                self._record_soon(self.step, self._capture(trainer))
 
     def _advance_cursor(self, trainer: Any, batch_idx: int) -> None:
         n = len(self._sampler) if self._sampler is not None else 0

@@ -138,9 +138,10 @@ def test_the_lightning_executor_resumes_segments_and_verifies_an_interval(tmp_pa
     from gensyn_integrations.lightning import GensynStrategy
     from plugins.lightning_executor import gensyn_verify_interval, run_lightning
 
-    executor = GensynStrategy(role="executor", seed=3)
+    executor = GensynStrategy(role="executor", seed=3, commit_interval=1)
     trainer = pl.Trainer(strategy=executor, max_steps=4, **QUIET)
-    spec, files = build_job(GensynStrategy(seed=3), trainer, app.TinyNet(), None, app.TinyData())
+    spec, files = build_job(GensynStrategy(seed=3, commit_interval=1), trainer, app.TinyNet(), None,
+                            app.TinyData())  # fmt: skip
     trainer.fit(app.TinyNet(), app.TinyData())
     local = executor.trace.roots
     bundle = _unpack(files, tmp_path / "bundle")
