@@ -31,11 +31,11 @@ def parse_policy(policy: str) -> tuple[int, int]:
         n = -1
     if kind == "replicate" and 1 <= n <= 8:
         return n, 0
-    if kind == "spot" and 1 <= n <= 32:
+    if kind == "spot" and 1 <= n <= 255:  # TaskMarket keeps spotChecks in a uint8
         return 1, n
     raise TaskSpecError(
-        f"policy {policy!r} is not 'replicate:K' (1 <= K <= 8) or 'spot:S' (1 <= S <= 32); "
-        "for example 'replicate:2' or 'spot:3'"
+        f"policy {policy!r} is not 'replicate:K' (1 <= K <= 8) or 'spot:S' (1 <= S <= 255); "
+        "for example 'replicate:2' or 'spot:44'"
     )
 
 

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 import ree
-from coordinator.tasks import INITIAL_CHECKPOINT, RunRequest, TaskSpecError, load_bundle
+from coordinator.tasks import (
+    INITIAL_CHECKPOINT,
+    RunRequest,
+    TaskSpecError,
+    load_bundle,
+    parse_policy,
+)
 from tests.coordinator.network.net import BUDGET, JOB, Net
 
 
@@ -28,6 +34,10 @@ def test_spec_refuses_uncaptured_callbacks_and_bad_policy(net: Net) -> None:
         net.spec(callbacks=("EarlyStopping",))
     with pytest.raises(TaskSpecError, match="policy"):
         net.spec(policy="replicate:0")
+    assert parse_policy("spot:44") == (1, 44)  # the default spot policy (coordinator.dispute.spot_policy)
+    assert parse_policy("spot:255") == (1, 255)
+    with pytest.raises(TaskSpecError, match=r"1 <= S <= 255"):
+        parse_policy("spot:256")  # TaskMarket keeps spotChecks in a uint8
 
 
 def test_happy_path_pays_the_solver_and_the_client_gets_verified_weights(
