@@ -146,6 +146,10 @@ def test_killed_solver_times_out_and_another_finishes_from_its_checkpoint(net: N
     assert s["solver"] == other.address
     assert SlotState(s["state"]) == SlotState.PAID
     assert "resuming from step 2" in other.log_path.read_text()
+    from coordinator.tasks import load_run
+
+    # the dead solver's steps keep their losses in the final manifest (the client's loggers)
+    assert sorted(load_run(net.store, s["manifestCid"]).metrics) == list(range(1, 9))
     r = net.client.receipt(tid)
     assert r.outcome == "verified"
     assert r.paid == BUDGET - BUDGET * FEE_BPS // 10_000  # the client pays once
