@@ -61,8 +61,10 @@ def _child_env(req: RunRequest, run: dict[str, Any]) -> dict[str, str]:
 def run_accelerate(req: RunRequest) -> RunResult:
     """Run ``req``: the task's script on one rank until ``end_step``; return its trace and checkpoints."""
     spec = req.spec
-    if spec.ree_mode != "device":
-        raise TaskRunError(f"the accelerate executor runs ree_mode='device', not {spec.ree_mode!r}")
+    if spec.ree_mode not in ("device", "strict"):
+        raise TaskRunError(
+            f"the accelerate executor runs ree_mode 'device' or 'strict', not {spec.ree_mode!r}"
+        )
     if req.end_step < req.start_step or req.end_step > spec.steps:
         raise TaskRunError(f"end_step {req.end_step} is outside {req.start_step}..{spec.steps}")
     script = str(spec.init_args.get("script", ""))
@@ -82,6 +84,7 @@ def run_accelerate(req: RunRequest) -> RunResult:
         "out_dir": str(out), "end_step": req.end_step, "root_every": root_every,
         "checkpoint_every": req.checkpoint_every or root_every, "seed": spec.seed,
         "threads": int(spec.init_args.get("threads", 1)), "start_step": req.start_step,
+        "mode": spec.ree_mode,
         "start_checkpoint": str(Path(req.start_checkpoint).resolve()) if req.start_checkpoint else None,
     }  # fmt: skip
     (out / RESULT_FILE).unlink(missing_ok=True)

@@ -224,11 +224,16 @@ def _write_metrics(out: Path, metrics: Mapping[int, Mapping[str, float]]) -> Non
 
 
 def run_transformers(req: RunRequest) -> RunResult:
-    """Run ``req`` with ``GensynTrainer`` under the REE (device mode); return its trace and checkpoints."""
+    """Run ``req`` with ``GensynTrainer`` under the REE (the task's mode); return its trace and checkpoints."""
     spec = req.spec
-    if spec.ree_mode != "device":
+    if spec.ree_mode not in ("device", "strict"):
         raise TaskRunError(
-            f"the transformers executor runs ree_mode='device', not {spec.ree_mode!r}"
+            f"the transformers executor runs ree_mode 'device' or 'strict', not {spec.ree_mode!r}"
+        )
+    if spec.ree_mode == "strict" and spec.precision != "fp32":
+        raise TaskRunError(
+            f"strict mode trains in float32; this task asks for precision {spec.precision!r}: "
+            "post it with precision='fp32', or with ree_mode='device'"
         )
     if spec.precision not in ("fp32", "fp64"):
         raise TaskRunError(f"the transformers executor runs fp32 or fp64, not {spec.precision!r}")
@@ -287,7 +292,7 @@ def _trainer(req: RunRequest, model: Any, dataset: Any, get: Any, root_every: in
         per_device_train_batch_size=spec.batch_size, gradient_accumulation_steps=spec.accumulation,
         max_grad_norm=spec.clip_norm or 0.0, **_FIXED_ARGS, **extra,
     )  # fmt: skip
-    gensyn = GensynCallback(role="executor", commit_interval=root_every, mode="device",
+    gensyn = GensynCallback(role="executor", commit_interval=root_every, mode=spec.ree_mode,
                             seed=spec.seed, threads=int(get("threads") or 1))  # fmt: skip
     ctl = _control_cls()(gensyn, req.out_dir, req.end_step, ckpt_every)
     trainer = ExecutorTrainer(

@@ -225,13 +225,18 @@ def _write_metrics(out: Path, metrics: Mapping[int, Mapping[str, float]]) -> Non
 
 
 def run_lightning(req: RunRequest) -> RunResult:
-    """Run ``req`` with a Lightning Trainer under the REE (device mode); return its trace and checkpoints."""
+    """Run ``req`` with a Lightning Trainer under the REE (the task's mode); return its trace and checkpoints."""
     import importlib
 
     spec = req.spec
-    if spec.ree_mode != "device":
+    if spec.ree_mode not in ("device", "strict"):
         raise TaskRunError(
-            f"the lightning executor runs ree_mode='device'; {spec.ree_mode!r} comes with [D2]"
+            f"the lightning executor runs ree_mode 'device' or 'strict', not {spec.ree_mode!r}"
+        )
+    if spec.ree_mode == "strict" and spec.precision != "fp32":
+        raise TaskRunError(
+            f"strict mode trains in float32; this task asks for precision {spec.precision!r}: "
+            "post it with precision='fp32', or with ree_mode='device'"
         )
     if spec.precision not in _PRECISIONS:
         raise TaskRunError(
@@ -257,7 +262,7 @@ def run_lightning(req: RunRequest) -> RunResult:
         device="cpu", checkpoint_io=twins(flavour).SafetensorsCheckpointIO()
     )
     cb = _callback_cls(flavour)(
-        commit_interval=root_every, seed=spec.seed, checkpoint_dir=out,
+        commit_interval=root_every, mode=spec.ree_mode, seed=spec.seed, checkpoint_dir=out,
         stop_at_start=req.end_step == req.start_step,
     )  # fmt: skip
     trainer = pl.Trainer(

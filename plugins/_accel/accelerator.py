@@ -21,16 +21,32 @@ When each part runs, and why there:
 * on a solver (``plugins.accelerate_executor`` sets :data:`plugins._accel.run.RUN_ENV`),
   the run request decides the REE settings, where the run starts (a bare REE
   checkpoint) and where it stops (:mod:`plugins._accel.run`).
+
+Strict mode (``mode="strict"``): the accelerator holds one
+:class:`ree.strict.StrictMode` per run, keyed by the seed. The user's loop calls
+the model outside any accelerate hook, so the mode is entered by a forward
+pre-hook on each prepared model (a forward with gradients enabled: evaluation
+under ``no_grad`` stays outside), stays on through the loss, ``backward`` and
+the optimizer step, and is left by the optimizer's step post-hook; also when the
+training loader starts a pass (its iterator draws a seed with ``random_``, which
+strict mode refuses) or hands the loop a batch, before any root, when a forward
+or ``backward`` raises, after a ``backward`` whose micro-batch will not step,
+and at ``end_training``. A loop that fails between its forward and
+``backward`` (in its own loss code) leaves the mode on until ``end_training``
+or the next batch. The generator's state is the ``rng/ree`` leaf of each root,
+restored by ``load_state`` and :meth:`Accelerator.load_ree_checkpoint`.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import accelerate
+import torch
 
 from plugins._accel.data import TracedDataLoaderShard, sampler_of
 from plugins._accel.run import ExecutorRun, RunComplete
@@ -41,6 +57,9 @@ from ree._determinism import DeterminismSnapshot, apply_determinism, restore_det
 from ree._errors import ReeConfigError, RootMismatchError, StateSchemaError
 from ree._state import StateTree, capture_state, restore_state
 from ree._trace import Trace
+
+if TYPE_CHECKING:
+    from ree.strict import StrictMode
 
 
 class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
@@ -65,18 +84,18 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
         self.role = check_role(role, "Accelerator(role=...)")
         self._run = ExecutorRun.from_env()
         if self._run is not None:  # a solver's run: the task's settings win over the script's
-            commit_interval, mode = self._run.root_every, "device"
+            commit_interval, mode = self._run.root_every, self._run.mode
             seed, threads = self._run.seed, self._run.threads
         settings = resolve(commit_interval, mode, seed, threads)
         if seed is None:
             from gensyn_integrations.config import load_config
 
             seed = load_config().ree.seed
-        if settings.mode != "device":
-            raise ReeConfigError(
-                f"REE mode {settings.mode!r}: only 'device' runs in this build; strict mode "
-                "arrives with the strict operator set ([G])"
-            )
+        if settings.mode not in ("device", "strict"):
+            raise ReeConfigError(f"REE mode {settings.mode!r} is not 'device' or 'strict'")
+        self._strict: StrictMode | None = None
+        self._strict_on = False  # entered: from a training forward to the optimizer step
+        self._exc_at_forward: BaseException | None = None
         super().__init__(*args, **kwargs)
         self.gensyn_mode = settings.mode
         self.gensyn_seed = int(seed)
@@ -90,6 +109,10 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
         self._snapshot: DeterminismSnapshot | None = apply_determinism(
             self.gensyn_mode, self.gensyn_seed, threads=settings.threads
         )
+        if self.gensyn_mode == "strict":
+            from ree.strict import StrictGenerator, StrictMode  # lazy: strict's op tables
+
+            self._strict = StrictMode(StrictGenerator(self.gensyn_seed))
         self._losses: list[float] = []  # one per optimizer step, in a solver's run
         self._micro: list[float] = []
         if self._run is not None:
@@ -112,8 +135,17 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
         return traced
 
     def prepare(self, *args: Any, **kwargs: Any) -> Any:
-        """accelerate's ``prepare``, then a step hook on every new inner optimizer."""
+        """accelerate's ``prepare``, then a step hook on every new inner optimizer.
+
+        In strict mode, each new model also gets the forward hooks that enter strict mode.
+        """
         result = super().prepare(*args, **kwargs)
+        if self._strict is not None:
+            for model in self._models:
+                if id(model) not in self._hooked:
+                    self._hooked.add(id(model))
+                    model.register_forward_pre_hook(self._before_forward)
+                    model.register_forward_hook(self._after_forward, always_call=True)
         for opt in self._optimizers:
             inner = getattr(opt, "optimizer", opt)
             if id(inner) not in self._hooked:
@@ -130,14 +162,47 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
         """accelerate's ``backward``; a solver's run also keeps the loss for the client's logs."""
         if self._run is not None and hasattr(loss, "detach"):
             self._micro.append(float(loss.detach()))
-        super().backward(loss, **kwargs)
+        try:
+            super().backward(loss, **kwargs)
+        except BaseException:
+            self._exit_strict()
+            raise
+        if not self.sync_gradients:
+            self._exit_strict()  # an accumulation micro-batch: no optimizer step follows
+
+    # ------------------------------------------------------------------ strict mode
+    def _enter_strict(self) -> None:
+        if self._strict is not None and not self._strict_on:
+            self._strict.__enter__()
+            self._strict_on = True
+
+    def _exit_strict(self) -> None:
+        if self._strict is not None and self._strict_on:
+            self._strict_on = False
+            self._strict.__exit__(None, None, None)
+
+    def _before_forward(self, module: Any, args: Any) -> None:
+        if torch.is_grad_enabled():  # a training forward: its result reaches the state
+            self._exc_at_forward = sys.exc_info()[1]
+            self._enter_strict()
+
+    def _after_forward(self, module: Any, args: Any, output: Any) -> None:
+        # always called, also when the forward raised: then an exception newer than the
+        # one (if any) being handled around the call is in flight, and strict mode ends
+        exc = sys.exc_info()[1]
+        if exc is not None and exc is not self._exc_at_forward:
+            self._exit_strict()
 
     # ------------------------------------------------------------------ recording
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         # a loop that feeds batches from its own loader: the previous root is due now
-        self._flush()
+        entered = self._strict_on
+        self._flush()  # leaves strict mode: roots are taken outside it
+        if entered:
+            self._enter_strict()  # the optimizer step itself runs strict
 
     def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._exit_strict()
         self.gensyn_step += 1
         self._pending = True
         if self._micro:
@@ -145,6 +210,7 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
             self._micro = []
 
     def _gensyn_before_pass(self, loader: TracedDataLoaderShard) -> None:
+        self._exit_strict()  # the pass's iterator draws its seed with random_
         run = self._run
         if (
             loader is self._train_loader
@@ -174,7 +240,8 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
             self.gensyn_cursor = {**self.gensyn_cursor, "epoch": epoch, "index": index}
 
     def _flush(self) -> None:
-        """Take leaf 0 if it is missing, and the pending root if one is due."""
+        """Leave strict mode; take leaf 0 if it is missing, and the pending root if one is due."""
+        self._exit_strict()
         run = self._run
         if not self._trace.steps:
             if run is not None and run.start_checkpoint is not None and not run.loaded:
@@ -251,6 +318,7 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
         """Close the trace with the final root, end accelerate's trackers, undo the REE flags."""
         if self._models or self._optimizers:
             self.finish_trace()
+        self._exit_strict()
         super().end_training()
         if self._snapshot is not None:
             restore_determinism(self._snapshot)
@@ -289,6 +357,7 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
             data=self.gensyn_cursor,
             world_size=self.num_processes,
             mode=self.gensyn_mode,
+            ree_rng=self._strict.generator.state() if self._strict is not None else None,
         )
 
     # ------------------------------------------------------------------ checkpoints
@@ -370,6 +439,13 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
             self.scaler,
             rng=True,
         )
+        if self._strict is not None:
+            if "rng/ree" not in ck.tree.leaves:
+                raise RootMismatchError(
+                    f"{str(path)!r} holds no strict-mode generator state (rng/ree): it was "
+                    "written in device mode; resume it with mode='device'"
+                )
+            self._strict.generator.set_state(ck.tree.leaves["rng/ree"])
         self._trace, self.gensyn_step = trace, int(extra["step"])
         self.gensyn_cursor = {k: int(v) for k, v in extra["cursor"].items()}
         self._pending = False

@@ -5,8 +5,9 @@ passes the ``RunRequest`` in one variable, :data:`RUN_ENV` (JSON). The
 script's ``Accelerator`` (executor role) reads it at construction and then:
 
 * takes its REE settings from the task: roots every ``root_every`` steps, the
-  task's seed and thread count, device mode (what the script passes in code is
-  its local default; on a solver the task decides);
+  task's seed, thread count and REE mode (``TaskSpec.ree_mode``, ``"device"`` or
+  ``"strict"``; what the script passes in code is its local default, on a solver
+  the task decides);
 * resumes from ``start_checkpoint`` (a bare REE checkpoint) once the model,
   optimizer, scheduler and training loader are prepared, or at the start of the
   first training pass, whichever comes first, with a new trace starting at the
@@ -52,6 +53,7 @@ class ExecutorRun:
     threads: int
     start_checkpoint: Path | None = None
     start_step: int = 0
+    mode: str = "device"
     loaded: bool = False
     done: bool = False
     checkpoints: dict[int, str] = field(default_factory=dict)
@@ -69,6 +71,7 @@ class ExecutorRun:
             root_every=int(d["root_every"]), checkpoint_every=int(d["checkpoint_every"]),
             seed=int(d["seed"]), threads=int(d["threads"]),
             start_checkpoint=Path(start) if start else None, start_step=int(d.get("start_step", 0)),
+            mode=str(d.get("mode", "device")),
         )  # fmt: skip
 
     def to_env(self) -> str:
@@ -77,7 +80,7 @@ class ExecutorRun:
             "out_dir": str(self.out_dir), "end_step": self.end_step, "root_every": self.root_every,
             "checkpoint_every": self.checkpoint_every, "seed": self.seed, "threads": self.threads,
             "start_checkpoint": str(self.start_checkpoint) if self.start_checkpoint else None,
-            "start_step": self.start_step,
+            "start_step": self.start_step, "mode": self.mode,
         })  # fmt: skip
 
     def checkpoint_path(self, step: int) -> Path:

@@ -18,6 +18,18 @@ When each hook runs, and why there (NOTES.md, "Transformers 5" and the traps):
   (``ree-state.safetensors``) joins it. The trace itself rides in
   ``trainer_state.json`` through :class:`transformers.trainer_callback.ExportableState`.
 * ``on_train_end`` closes the trace with the final root and undoes the REE flags.
+
+Strict mode (``mode="strict"``): the callback holds one
+:class:`ree.strict.StrictMode` per run, keyed by the seed, and enters it for each
+optimizer step only: from ``on_step_begin`` (the step's micro-batches are fetched
+by then) to the top of ``on_step_end`` (the optimizer, the scheduler and
+``zero_grad`` ran by then). The forward, the backward, gradient clipping and the
+optimizer run strict kernels; data loading (whose iterator draws its seed with
+``random_``, which strict mode refuses), logging, evaluation, saving and every
+root stay outside. The generator's state is the ``rng/ree`` leaf of each root,
+restored on a resume. ``on_train_end`` and :meth:`GensynCallback.release` leave
+the mode, so a run stopped by an exception must call ``release()`` (as the
+Trainer calls no callback then).
 """
 
 from __future__ import annotations
@@ -25,7 +37,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
@@ -38,6 +50,9 @@ from ree._determinism import apply_determinism, restore_determinism
 from ree._errors import CheckpointError, ReeConfigError, RootMismatchError
 from ree._state import StateTree, capture_state, restore_state
 from ree._trace import Trace
+
+if TYPE_CHECKING:
+    from ree.strict import StrictMode
 
 SAVED_KEY = "_gensyn_saved"  # the attribute trainer_state.json carries for this callback
 
@@ -100,6 +115,8 @@ class GensynCallback(TrainerCallback, ExportableState):  # type: ignore[misc]
         self._done = 0  # micro-batches of the current epoch already trained
         self._n = 0
         self._cache: tuple[int, StateTree] | None = None
+        self._strict: StrictMode | None = None  # strict mode: the run's mode, made at train begin
+        self._strict_on = False  # whether it is entered (during an optimizer step only)
 
     # ------------------------------------------------------------------ training
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -111,15 +128,17 @@ class GensynCallback(TrainerCallback, ExportableState):  # type: ignore[misc]
                 "GensynTrainer(..., callbacks=[GensynCallback(role='client')]), or role='executor'",
                 key="role", source="GensynCallback(role=...)",
             )  # fmt: skip
-        if self.mode == "strict":
-            raise ReeConfigError(
-                "strict mode arrives with the strict operator set ([G]); use mode='device'"
-            )
         seed = int(args.seed if self.seed is None else self.seed)
         data_seed = int(args.data_seed) if getattr(args, "data_seed", None) is not None else seed
         snapshot = apply_determinism(self.mode, seed, threads=self.threads)
         if self._snapshot is None:
             self._snapshot = snapshot
+        self._exit_strict()
+        self._strict = None
+        if self.mode == "strict":
+            from ree.strict import StrictGenerator, StrictMode  # lazy: strict's op tables
+
+            self._strict = StrictMode(StrictGenerator(seed))
         loader = kwargs.get("train_dataloader")
         if loader is None:
             raise ReeConfigError("GensynCallback needs the Trainer's training DataLoader")
@@ -158,18 +177,38 @@ class GensynCallback(TrainerCallback, ExportableState):  # type: ignore[misc]
     def _count_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self.step += 1
 
+    # ------------------------------------------------------------------ strict mode
+    def _enter_strict(self) -> None:
+        if self._strict is not None and not self._strict_on:
+            self._strict.__enter__()
+            self._strict_on = True
+
+    def _exit_strict(self) -> None:
+        if self._strict is not None and self._strict_on:
+            self._strict_on = False
+            self._strict.__exit__(None, None, None)
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Strict mode: enter it for this step's forwards, backwards and optimizer step."""
+        self._enter_strict()
+
     def on_substep_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """An accumulation micro-batch trained: advance the data cursor, take no root."""
         self._advance()
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """After the scheduler stepped: advance the cursor, and take a root if one is due."""
+        self._exit_strict()  # before any root, and before the Trainer logs, saves, evaluates
         self._advance()
         if self.step == self._steps_at_last_end:
             return  # the optimizer skipped its step (an fp16 overflow): no new state
         self._steps_at_last_end = self.step
         if self.trace.due(self.step):
             self.trace.record(self.step, self.capture().root)
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Leave strict mode if training stopped inside an accumulation step."""
+        self._exit_strict()
 
     def _advance(self) -> None:
         self._done += 1
@@ -190,11 +229,12 @@ class GensynCallback(TrainerCallback, ExportableState):  # type: ignore[misc]
         self.release()
 
     def release(self) -> None:
-        """Remove the optimizer hook and undo the REE's process-wide settings (idempotent).
+        """Leave strict mode, remove the optimizer hook and undo the REE's settings (idempotent).
 
         ``on_train_end`` calls it; so does whoever stops a run by raising, since the
         Trainer then never calls ``on_train_end``.
         """
+        self._exit_strict()
         self._remove_hooks()
         if self._snapshot is not None:
             restore_determinism(self._snapshot)
@@ -222,6 +262,7 @@ class GensynCallback(TrainerCallback, ExportableState):  # type: ignore[misc]
             data=self.cursor,
             world_size=live.world_size,
             mode=self.mode,
+            ree_rng=self._strict.generator.state() if self._strict is not None else None,
         )
 
     def state(self) -> dict[str, Any]:
@@ -319,6 +360,13 @@ class GensynCallback(TrainerCallback, ExportableState):  # type: ignore[misc]
         # The REE checkpoint, not the Trainer's pickles, is what crosses machines; loading
         # from it makes a resume from it alone (no optimizer.pt, no rng_state.pth) exact.
         restore_state(ck.tree, live.model, live.optimizer, live.scheduler, live.scaler, rng=True)
+        if self._strict is not None:
+            if "rng/ree" not in ck.tree.leaves:
+                raise RootMismatchError(
+                    "the checkpoint holds no strict-mode generator state (rng/ree): it was "
+                    "written in device mode; resume it with mode='device'"
+                )
+            self._strict.generator.set_state(ck.tree.leaves["rng/ree"])
         self.trace, self.step = trace, int(saved["step"])
         self.cursor = {k: int(v) for k, v in saved["cursor"].items()}
         self._done = self.cursor["index"] // self._batch

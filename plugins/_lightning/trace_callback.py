@@ -14,6 +14,17 @@ When each hook runs, and why there (NOTES.md, "Lightning resets determinism" and
 * ``on_train_batch_end``: runs after the LR scheduler stepped; a root is taken
   when a step happened and the step is a multiple of ``commit_interval``.
 * ``on_train_end``: closes the trace with the final root.
+
+Strict mode (``mode="strict"``): the callback holds one
+:class:`ree.strict.StrictMode` per run, keyed by ``seed``, and enters it for
+each training batch only: from ``on_train_batch_start`` (the batch is fetched
+by then) to the top of ``on_train_batch_end`` (the optimizer and the scheduler
+stepped by then), so the forward, the backward and the optimizer run strict
+kernels while the data loading (whose iterator draws its seed with
+``random_``, which strict mode refuses), validation and every root stay
+outside it. The generator's state is the ``rng/ree`` leaf of each root, and a
+resumed run restores it from its checkpoint. The mode is left at teardown and
+on an exception: no dispatch mode outlives the run.
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ import random
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,6 +45,9 @@ from ree._determinism import apply_determinism, restore_determinism
 from ree._errors import ReeConfigError, RootMismatchError, StateSchemaError
 from ree._state import StateTree, capture_state, restore_rng
 from ree._trace import Trace
+
+if TYPE_CHECKING:
+    from ree.strict import StrictMode
 
 
 def _host_rng_state() -> tuple[Any, Any, Any]:
@@ -86,6 +100,8 @@ class TraceCallbackMixin:
         self._source_patch: tuple[Any, Any] | None = None
         self._trainer_for_state: Any = None
         self._rng_before_validation: tuple[Any, Any, Any] | None = None
+        self._strict: StrictMode | None = None  # strict mode: the run's mode, made at train start
+        self._strict_on = False  # whether it is entered (during a training batch only)
 
     # ------------------------------------------------------------------ the trace
     @property
@@ -146,7 +162,8 @@ class TraceCallbackMixin:
         self._source_patch = (source, original)
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        """Undo what setup and on_train_start changed: hooks, the data source, REE flags."""
+        """Undo what setup and on_train_start changed: strict mode, hooks, the data source, REE flags."""
+        self._exit_strict()
         self._stop_hasher()
         for handle in self._hooks:
             handle.remove()
@@ -162,12 +179,12 @@ class TraceCallbackMixin:
     # ------------------------------------------------------------------ training
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         """Apply the REE, restore a resumed run's RNGs, and record the initial root."""
-        if self.mode == "strict":
-            raise ReeConfigError(
-                "GensynTraceCallback records device mode only for now (strict mode runs "
-                "through ree.deterministic(mode='strict')); use mode='device'"
-            )
         snap = apply_determinism(self.mode, self.seed, threads=self.threads)
+        if self.mode == "strict":
+            from ree.strict import StrictGenerator, StrictMode  # lazy: strict's op tables
+
+            self._exit_strict()
+            self._strict = StrictMode(StrictGenerator(self.seed))
         if self._snapshot is None:
             self._snapshot = snap
         optimizers = trainer.optimizers
@@ -198,6 +215,13 @@ class TraceCallbackMixin:
                 f"{self.trace.commit_interval}; resume with the same commit_interval"
             )
         restore_rng(tree)
+        if self._strict is not None:
+            if "rng/ree" not in tree.leaves:
+                raise RootMismatchError(
+                    "the checkpoint holds no strict-mode generator state (rng/ree): it was "
+                    "written in device mode; resume it with mode='device'"
+                )
+            self._strict.generator.set_state(tree.leaves["rng/ree"])
         self.trace, self.step, self.cursor = trace, int(state["step"]), dict(state["cursor"])
         live = self._capture(trainer).root
         if live != tree.root:
@@ -220,10 +244,34 @@ class TraceCallbackMixin:
     def _count_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self.step += 1
 
+    # ------------------------------------------------------------------ strict mode
+    def _enter_strict(self) -> None:
+        if self._strict is not None and not self._strict_on:
+            self._strict.__enter__()
+            self._strict_on = True
+
+    def _exit_strict(self) -> None:
+        if self._strict is not None and self._strict_on:
+            self._strict_on = False
+            self._strict.__exit__(None, None, None)
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        """Strict mode: enter it for this batch's forward, backward and optimizer step."""
+        self._enter_strict()
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        """Leave strict mode if a batch ended the epoch early (``on_train_batch_start`` gave -1)."""
+        self._exit_strict()
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        """Leave strict mode: Lightning calls no ``teardown`` of callbacks after a failure."""
+        self._exit_strict()
+
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         """After the scheduler stepped: advance the data cursor, and take a root if one is due."""
+        self._exit_strict()  # before any root: captures and copies run outside strict mode
         self._rng_before_validation = _host_rng_state()
         self._advance_cursor(trainer, batch_idx)
         if self.step == self._steps_at_last_batch_end:
@@ -251,6 +299,7 @@ class TraceCallbackMixin:
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         """Close the trace with the final state root (and checkpoint it if asked)."""
+        self._exit_strict()
         if self.trace.final or not self.trace.steps:
             return
         if self.step != self.trace.num_steps:
@@ -286,6 +335,7 @@ class TraceCallbackMixin:
             data=self.cursor,
             world_size=trainer.world_size,
             mode=self.mode,
+            ree_rng=self._strict.generator.state() if self._strict is not None else None,
         )
 
     def state_dict(self) -> dict[str, Any]:

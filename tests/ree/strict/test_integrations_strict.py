@@ -7,16 +7,13 @@ Each model records whether its forward ran under :class:`ree.strict.StrictMode`,
 so a run that silently fell back to device mode fails here, as does a run whose
 roots differ between thread counts.
 
-Today each integration refuses ``mode="strict"`` with a ``ReeConfigError`` (the
-refusal sits in the integration, which its owners will lift): the tests are
-strict xfails on exactly that error, so they start failing, as a reminder to
-drop the marker, the day strict mode passes through. Prototypes (subclasses
-outside the repository) passed the Lightning and HF tests by holding one
-``StrictMode(StrictGenerator(seed))`` per run and entering it for each step only
-(Lightning: ``on_train_batch_start`` to ``on_train_batch_end``; HF:
-``on_step_begin`` to ``on_step_end``), and leaving it before a root is taken.
-Held over the whole loop it fails: the DataLoader's iterator draws its base seed
-with ``random_``, which strict mode refuses.
+Each integration holds one ``StrictMode(StrictGenerator(seed))`` per run and
+enters it for each step only (Lightning: ``on_train_batch_start`` to
+``on_train_batch_end``; HF: ``on_step_begin`` to ``on_step_end``; Accelerate: a
+forward pre-hook to the optimizer's step post-hook), leaving it before a root is
+taken. Held over the whole loop it would fail: the DataLoader's iterator draws
+its base seed with ``random_``, which strict mode refuses. More strict runs
+(validation, failures, resumes, the executors): ``test_integrations_strict_runs.py``.
 """
 
 from __future__ import annotations
@@ -31,7 +28,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ree._errors import ReeConfigError
 from ree.strict import current_mode
 
 pytestmark = [
@@ -113,11 +109,6 @@ def _lightning_run(threads: int) -> tuple[list[str], list[bool]]:
 
 
 @pytest.mark.usefixtures("restore_threads")
-@pytest.mark.xfail(
-    strict=True,
-    raises=ReeConfigError,
-    reason="plugins/_lightning/trace_callback.py on_train_start refuses mode='strict'",
-)
 def test_lightning_strategy_runs_strict_mode_with_equal_roots_over_threads() -> None:
     _check({t: _lightning_run(t) for t in (1, 2)})
 
@@ -177,11 +168,6 @@ def _hf_run(threads: int, out: Path) -> tuple[list[str], list[bool]]:
 
 
 @pytest.mark.usefixtures("restore_threads")
-@pytest.mark.xfail(
-    strict=True,
-    raises=ReeConfigError,
-    reason="plugins/_hf/callback.py on_train_begin refuses mode='strict'",
-)
 def test_hf_callback_runs_strict_mode_with_equal_roots_over_threads(tmp_path: Path) -> None:
     _check({t: _hf_run(t, tmp_path / f"t{t}") for t in (1, 2)})
 
@@ -228,10 +214,5 @@ def _accelerate_run(threads: int) -> tuple[list[str], list[bool]]:
 
 
 @pytest.mark.usefixtures("restore_threads", "fresh_accelerate")
-@pytest.mark.xfail(
-    strict=True,
-    raises=ReeConfigError,
-    reason="plugins/_accel/accelerator.py Accelerator.__init__ refuses mode='strict'",
-)
 def test_accelerator_runs_strict_mode_with_equal_roots_over_threads() -> None:
     _check({t: _accelerate_run(t) for t in (1, 2)})
