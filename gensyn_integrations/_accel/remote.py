@@ -82,12 +82,6 @@ def build_job(
         raise UsageError(
             f"--steps {steps}: a remote launch runs a fixed number of optimizer steps; pass --steps N"
         )
-    if cfg.ree.mode != "device":
-        raise ConfigError(
-            f"ree.mode={cfg.ree.mode!r}: the accelerate executor runs mode 'device'",
-            key="ree.mode",
-            source=WHO,
-        )
     files = {path.name: path.read_bytes()}
     data: list[str] = []
     for item in ship:
@@ -104,7 +98,7 @@ def build_job(
     spec = TaskSpec(
         entry=ENTRY, code=tuple(code), framework=FRAMEWORK, init_args=init_args,
         data=tuple(sorted(n for n in data if not n.endswith(".py"))), steps=int(steps),
-        seed=int(cfg.ree.seed), ree_mode="device", commit_interval=int(cfg.task.commit_interval),
+        seed=int(cfg.ree.seed), ree_mode=str(cfg.ree.mode), commit_interval=int(cfg.task.commit_interval),
         policy="replicate:1", budget=int(cfg.task.budget), bond=int(cfg.task.bond),
         claim_window=600, work_window=600, reveal_window=600, challenge_window=5,
     )  # fmt: skip

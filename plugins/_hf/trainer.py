@@ -133,7 +133,12 @@ class ExecutorTrainer(Trainer):  # type: ignore[misc]
             path = resume_folder(path, where, cb.commit_interval, fields, cb.init_args())
         if cb is not None and path is not None:
             cb.resume_from = Path(path)
-        return super().train(str(path) if path is not None else None, *args, **kwargs)
+        try:
+            return super().train(str(path) if path is not None else None, *args, **kwargs)
+        except BaseException:
+            if cb is not None:  # the Trainer calls no callback when training raises
+                cb.release()
+            raise
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         """The Trainer's model load, skipped for a folder that holds only the REE checkpoint.

@@ -207,3 +207,14 @@ def test_re_attaching_without_a_configured_network_or_to_another_script_is_one_c
     _check_reattach(5, "dir/train.py", SimpleNamespace(framework="accelerate", init_args={"script": "train.py"}))
     with pytest.raises(ConfigError, match=r"task 5 runs 'other.py', not 'train.py'"):
         _check_reattach(5, "train.py", SimpleNamespace(framework="accelerate", init_args={"script": "other.py"}))
+
+
+@pytest.mark.parametrize("mode", ["device", "strict"])
+def test_the_task_takes_the_configured_ree_mode(mode: str) -> None:
+    from gensyn_integrations._accel.remote import build_job
+    from gensyn_integrations.config import load_config
+
+    cfg = load_config(overrides=[f"ree.mode={mode}"], env={})
+    spec, files = build_job(cfg, str(RECIPE), ["--max-steps", "2"], 2)
+    assert spec.ree_mode == mode
+    assert RECIPE.name in files

@@ -306,3 +306,31 @@ def test_the_accelerate_run_request_carries_the_task_mode(tmp_path: Path) -> Non
     assert back.mode == "strict"
     old = {RUN_ENV: run.to_env().replace(', "mode": "strict"', "")}  # a request from before the mode
     assert (ExecutorRun.from_env(old) or run).mode == "device"
+
+
+def test_hf_gensyn_trainer_releases_strict_mode_when_a_step_fails(tmp_path: Path) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import TrainingArguments
+
+    from gensyn_integrations.transformers import GensynTrainer
+
+    model = _HFNet()
+    args = TrainingArguments(
+        output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=8, learning_rate=1e-2,
+        logging_strategy="no", save_strategy="no", report_to="none", use_cpu=True, seed=0,
+        disable_tqdm=True, dataloader_num_workers=0, remove_unused_columns=False,
+    )  # fmt: skip
+    trainer = GensynTrainer(model=model, args=args, train_dataset=_Dicts(), role="executor",
+                            commit_interval=1)  # fmt: skip
+    trainer.gensyn_callback.mode = "strict"
+
+    def fail(x: torch.Tensor) -> torch.Tensor:
+        raise ValueError("boom")
+
+    model.net.body.forward = fail  # type: ignore[method-assign]
+    before = torch.are_deterministic_algorithms_enabled()
+    with pytest.raises(ValueError, match="boom"):
+        trainer.train()
+    assert _no_mode_pushed()  # GensynTrainer.train released it on the way out
+    assert torch.are_deterministic_algorithms_enabled() == before
+
