@@ -32,9 +32,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from coordinator.tasks import RunRequest, RunResult, TaskRunError, failure_digest
+from coordinator.tasks import RunRequest, RunResult, TaskRunError
 from gensyn_integrations.hookspecs import hookimpl
 from plugins._accel.run import RESULT_FILE, RUN_ENV
+from plugins._runs import failure_result, verify_interval
 from ree._trace import Trace
 
 __all__ = [
@@ -120,16 +121,8 @@ def _result(req: RunRequest, out: Path, proc: subprocess.CompletedProcess[str]) 
         f"the script ended after {done} optimizer steps, before step {req.end_step}: its loop "
         "must run at least the task's steps (the executor stops it there)\n"
     )  # fmt: skip
-    digest = failure_digest(done + 1)
-    keep = [(s, r) for s, r in zip(trace.steps, trace.roots_raw, strict=True) if s < done]
-    if not keep:
-        keep = [(trace.steps[0], trace.roots_raw[0])]
-    steps = [s for s, _ in keep] + [done]
-    roots = [r for _, r in keep] + [bytes.fromhex(digest)]
-    t = Trace(commit_interval=trace.commit_interval, steps=steps, roots_raw=roots, final=True)
     kind = "ScriptError" if proc.returncode else "ScriptEndedEarly"
-    return RunResult(t, checkpoints, digest, done, failed=True, error_type=kind,
-                     error_digest=digest, traceback=why, losses=losses)  # fmt: skip
+    return failure_result(trace, checkpoints, done, kind, why, losses)
 
 
 @hookimpl
@@ -145,9 +138,4 @@ def gensyn_verify_interval(
     task: Any, checkpoint: Path, start_step: int, end_step: int, workdir: Path, config: Any
 ) -> str | None:
     """Re-execute ``start_step..end_step`` of an accelerate task from ``checkpoint``; return the end root."""
-    if not isinstance(task, RunRequest) or task.framework != FRAMEWORK:
-        return None
-    req = RunRequest(task.spec, task.bundle_dir, workdir, start_checkpoint=checkpoint,
-                     start_step=start_step, end_step=end_step)  # fmt: skip
-    res = run_accelerate(req)
-    return res.error_digest if res.failed else res.final_root
+    return verify_interval(run_accelerate, FRAMEWORK, task, checkpoint, start_step, end_step, workdir)

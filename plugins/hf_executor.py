@@ -44,11 +44,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from coordinator.tasks import RunRequest, RunResult, TaskRunError, failure_digest
+from coordinator.tasks import RunRequest, RunResult, TaskRunError
 from coordinator.tasks._results import METRICS_FILE
 from gensyn_integrations.hookspecs import hookimpl
 from plugins._code import call_entry, load_code_file
-from ree._trace import Trace
+from plugins._runs import failure_result, verify_interval
 
 __all__ = ["FRAMEWORK", "build_shipped", "gensyn_execute_task", "gensyn_verify_interval",
            "run_transformers"]  # fmt: skip
@@ -260,7 +260,8 @@ def run_transformers(req: RunRequest) -> RunResult:
         gensyn.release()
         if not gensyn.trace.steps:
             raise TaskRunError(f"the task failed before its first step: {e!r}") from e
-        return _failure(gensyn.trace, ctl.written, gensyn.step, e, ctl.losses)
+        return failure_result(gensyn.trace, ctl.written, gensyn.step, type(e).__qualname__,
+                              traceback.format_exc(), ctl.losses)
     trace = gensyn.trace
     if trace.steps[0] != req.start_step:
         raise TaskRunError(
@@ -303,19 +304,6 @@ def _trainer(req: RunRequest, model: Any, dataset: Any, get: Any, root_every: in
     return trainer, gensyn, ctl
 
 
-def _failure(trace: Trace, checkpoints: dict[int, Path], done: int, e: Exception,
-             losses: list[float]) -> RunResult:  # fmt: skip
-    digest = failure_digest(done + 1)
-    keep = [(s, r) for s, r in zip(trace.steps, trace.roots_raw, strict=True) if s < done]
-    if not keep:
-        keep = [(trace.steps[0], trace.roots_raw[0])]
-    steps = [s for s, _ in keep] + [done]
-    roots = [r for _, r in keep] + [bytes.fromhex(digest)]
-    t = Trace(commit_interval=trace.commit_interval, steps=steps, roots_raw=roots, final=True)
-    return RunResult(t, checkpoints, digest, done, failed=True, error_type=type(e).__qualname__,
-                     error_digest=digest, traceback=traceback.format_exc(), losses=losses)  # fmt: skip
-
-
 @hookimpl
 def gensyn_execute_task(task: Any, workdir: Path, config: Any) -> RunResult | None:
     """Run a ``framework="transformers"`` RunRequest (DESIGN.md, "Data flow", step 3)."""
@@ -329,9 +317,4 @@ def gensyn_verify_interval(
     task: Any, checkpoint: Path, start_step: int, end_step: int, workdir: Path, config: Any
 ) -> str | None:
     """Re-execute ``start_step..end_step`` of a transformers task from ``checkpoint``; return the end root."""
-    if not isinstance(task, RunRequest) or task.framework != FRAMEWORK:
-        return None
-    req = RunRequest(task.spec, task.bundle_dir, workdir, start_checkpoint=checkpoint,
-                     start_step=start_step, end_step=end_step)  # fmt: skip
-    res = run_transformers(req)
-    return res.error_digest if res.failed else res.final_root
+    return verify_interval(run_transformers, FRAMEWORK, task, checkpoint, start_step, end_step, workdir)
