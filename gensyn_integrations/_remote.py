@@ -50,6 +50,42 @@ class RemoteTaskError(GensynError, RuntimeError):
 
 
 @dataclass
+class RemoteReceipt:
+    """What a remote task bought: ids, transactions, CIDs, the verified root, cost and solvers.
+
+    Each integration's receipt (``strategy.receipt``, ``trainer.receipt``, the
+    launch's JSON) is this plus what its framework adds.
+    """
+
+    task_id: int
+    transactions: list[str]
+    spec_cid: str
+    manifest_cids: list[str]
+    result_cids: list[str]
+    final_root: str
+    verified: bool
+    outcome: str
+    cost: int
+    fee_burned: int
+    solvers: list[str]
+    steps: int = 0
+    retried: list[int] = field(default_factory=list)  # ids of earlier tries that were refunded
+
+    @staticmethod
+    def fields_of(res: RemoteResult) -> dict[str, Any]:
+        """The common fields, read from a verified :class:`RemoteResult`."""
+        r = res.receipt
+        return {
+            "task_id": res.task_id, "transactions": list(res.transactions), "spec_cid": r.spec_cid,
+            "manifest_cids": [s.manifest_cid for s in r.slots],
+            "result_cids": [s.result_cid for s in r.slots], "final_root": r.final_root,
+            "verified": True, "outcome": r.outcome, "cost": r.paid + r.fee_burned,
+            "fee_burned": r.fee_burned, "solvers": [s.solver for s in r.slots], "steps": res.steps,
+            "retried": list(res.retried),
+        }  # fmt: skip
+
+
+@dataclass
 class RemoteResult:
     """What one remote task bought: the chain's receipt and the verified final checkpoint."""
 

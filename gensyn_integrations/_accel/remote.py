@@ -34,10 +34,11 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from gensyn_integrations._remote import RemoteReceipt
 from gensyn_integrations.config import GensynConfig
 from gensyn_integrations.errors import ConfigError, UsageError
 
@@ -47,23 +48,10 @@ ENTRY = "plugins.accelerate_executor:script"  # the executor runs the script its
 
 
 @dataclass
-class LaunchReceipt:
-    """What a remote launch bought: ids, transactions, CIDs, the verified root, cost and solvers."""
+class LaunchReceipt(RemoteReceipt):
+    """What a remote launch bought (:class:`RemoteReceipt`), and where its checkpoint was written."""
 
-    task_id: int
-    transactions: list[str]
-    spec_cid: str
-    manifest_cids: list[str]
-    result_cids: list[str]
-    final_root: str
-    verified: bool
-    outcome: str
-    cost: int
-    fee_burned: int
-    solvers: list[str]
-    steps: int
-    result: str
-    retried: list[int] = field(default_factory=list)  # ids of earlier tries that were refunded
+    result: str = ""
 
 
 def build_job(
@@ -146,14 +134,7 @@ def launch_remote(
     dest.parent.mkdir(parents=True, exist_ok=True)
     # the downloaded file went with the call's scratch folder: write the checked tree again
     save_checkpoint(dest, res.checkpoint.tree, extra=res.checkpoint.extra)
-    r = res.receipt
-    return LaunchReceipt(
-        task_id=res.task_id, transactions=res.transactions, spec_cid=r.spec_cid,
-        manifest_cids=[s.manifest_cid for s in r.slots], result_cids=[s.result_cid for s in r.slots],
-        final_root=r.final_root, verified=True, outcome=r.outcome, cost=r.paid + r.fee_burned,
-        fee_burned=r.fee_burned, solvers=[s.solver for s in r.slots], steps=res.steps,
-        result=str(dest), retried=list(res.retried),
-    )  # fmt: skip
+    return LaunchReceipt(**RemoteReceipt.fields_of(res), result=str(dest))
 
 
 def _check_reattach(task_id: int, script: str, spec: Any) -> None:

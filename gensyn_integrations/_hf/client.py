@@ -28,27 +28,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gensyn_integrations._hf.ship import FRAMEWORK, WHO, build_job
+from gensyn_integrations._remote import RemoteReceipt
 from gensyn_integrations.errors import ConfigError
 
 
 @dataclass
-class TrainerReceipt:
-    """What a remote ``train()`` bought: ids, transactions, CIDs, the verified root, cost and solvers."""
+class TrainerReceipt(RemoteReceipt):
+    """What a remote ``train()`` bought (:class:`RemoteReceipt`), with the remote losses."""
 
-    task_id: int
-    transactions: list[str]
-    spec_cid: str
-    manifest_cids: list[str]
-    result_cids: list[str]
-    final_root: str
-    verified: bool
-    outcome: str
-    cost: int
-    fee_burned: int
-    solvers: list[str]
-    steps: int = 0
     losses: list[float] = field(default_factory=list)
-    retried: list[int] = field(default_factory=list)  # ids of earlier tries that were refunded
 
 
 def _progress(trainer: Any) -> Any:
@@ -129,14 +117,7 @@ def train_remote(trainer: Any) -> Any:
     steps = res.steps
     trainer.state.global_step = steps
     trainer.state.max_steps = spec.steps
-    r = res.receipt
-    trainer.receipt = TrainerReceipt(
-        task_id=res.task_id, transactions=res.transactions, spec_cid=r.spec_cid,
-        manifest_cids=[s.manifest_cid for s in r.slots], result_cids=[s.result_cid for s in r.slots],
-        final_root=r.final_root, verified=True, outcome=r.outcome, cost=r.paid + r.fee_burned,
-        fee_burned=r.fee_burned, solvers=[s.solver for s in r.slots], steps=steps,
-        retried=list(res.retried),
-    )  # fmt: skip
+    trainer.receipt = TrainerReceipt(**RemoteReceipt.fields_of(res))
     runtime = time.monotonic() - started
     metrics: dict[str, Any] = {"train_runtime": round(runtime, 4), "gensyn_task_id": res.task_id}
     # per-step metrics come from the solver's progress manifests where the road reports them

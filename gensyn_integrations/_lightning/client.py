@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gensyn_integrations._lightning.ship import CodeCollector, ShipError, fix, source_of
+from gensyn_integrations._remote import RemoteReceipt
 from gensyn_integrations.errors import ConfigError
 
 __all__ = ["ClientLauncher", "LightningReceipt", "ShipError", "build_job", "class_ref", "fit_remote"]
@@ -33,23 +34,11 @@ _PRECISIONS = {"32-true": "fp32", "32": "fp32", "64-true": "fp64", "64": "fp64"}
 
 
 @dataclass
-class LightningReceipt:
-    """What a remote ``fit`` bought: ids, transactions, CIDs, the verified root, cost and solvers."""
+class LightningReceipt(RemoteReceipt):
+    """What a remote ``fit`` bought (:class:`RemoteReceipt`), with the remote losses and step metrics."""
 
-    task_id: int
-    transactions: list[str]
-    spec_cid: str
-    manifest_cids: list[str]
-    result_cids: list[str]
-    final_root: str
-    verified: bool
-    outcome: str
-    cost: int
-    fee_burned: int
-    solvers: list[str]
     losses: list[float] = field(default_factory=list)
     metrics: dict[int, dict[str, float]] = field(default_factory=dict)
-    retried: list[int] = field(default_factory=list)
 
 
 _fix = fix
@@ -244,12 +233,5 @@ def fit_remote(strategy: Any, trainer: Any, model: Any, train: Any, datamodule: 
     with torch.no_grad():
         model.load_state_dict(res.weights("model/"))
     trainer.fit_loop.epoch_loop.automatic_optimization.optim_progress.optimizer.step.total.completed = res.steps
-    r = res.receipt
     losses = [res.metrics[s]["loss"] for s in sorted(res.metrics) if "loss" in res.metrics[s]]
-    return LightningReceipt(
-        task_id=res.task_id, transactions=res.transactions, spec_cid=r.spec_cid,
-        manifest_cids=[s.manifest_cid for s in r.slots], result_cids=[s.result_cid for s in r.slots],
-        final_root=r.final_root, verified=True, outcome=r.outcome, cost=r.paid + r.fee_burned,
-        fee_burned=r.fee_burned, solvers=[s.solver for s in r.slots], losses=losses,
-        metrics=res.metrics, retried=res.retried,
-    )  # fmt: skip
+    return LightningReceipt(**RemoteReceipt.fields_of(res), losses=losses, metrics=res.metrics)

@@ -264,8 +264,13 @@ class TraceCallbackMixin:
         self._exit_strict()
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        """Leave strict mode: Lightning calls no ``teardown`` of callbacks after a failure."""
-        self._exit_strict()
+        """Undo everything, as ``teardown`` would: Lightning calls no callback ``teardown`` after a failure.
+
+        Without it a failed fit (user code raising, or an executor stopping at its
+        start checkpoint) would leave strict mode pushed and the REE's process-wide
+        flags (deterministic algorithms, threads) set in the caller's process.
+        """
+        self.teardown(trainer, pl_module, "fit")
 
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
