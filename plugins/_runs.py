@@ -6,8 +6,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from coordinator.tasks import RunRequest, RunResult, failure_digest
+from coordinator.tasks import RunRequest, RunResult, TaskRunError, failure_digest
 from ree._trace import Trace
+
+
+def check_ree_mode(spec: Any, executor: str) -> None:
+    """Refuse a task whose ``ree_mode`` the executor cannot run (strict mode trains in float32)."""
+    if spec.ree_mode not in ("device", "strict"):
+        raise TaskRunError(
+            f"the {executor} executor runs ree_mode 'device' or 'strict', not {spec.ree_mode!r}"
+        )
+    if spec.ree_mode == "strict" and spec.precision != "fp32":
+        raise TaskRunError(
+            f"strict mode trains in float32; this task asks for precision {spec.precision!r}: "
+            "post it with precision='fp32', or with ree_mode='device'"
+        )
 
 
 def failure_result(trace: Trace, checkpoints: dict[int, Path], done: int, error_type: str,

@@ -35,7 +35,7 @@ from typing import Any
 from coordinator.tasks import RunRequest, RunResult, TaskRunError
 from gensyn_integrations.hookspecs import hookimpl
 from plugins._accel.run import RESULT_FILE, RUN_ENV
-from plugins._runs import failure_result, verify_interval
+from plugins._runs import check_ree_mode, failure_result, verify_interval
 from ree._trace import Trace
 
 __all__ = [
@@ -62,10 +62,7 @@ def _child_env(req: RunRequest, run: dict[str, Any]) -> dict[str, str]:
 def run_accelerate(req: RunRequest) -> RunResult:
     """Run ``req``: the task's script on one rank until ``end_step``; return its trace and checkpoints."""
     spec = req.spec
-    if spec.ree_mode not in ("device", "strict"):
-        raise TaskRunError(
-            f"the accelerate executor runs ree_mode 'device' or 'strict', not {spec.ree_mode!r}"
-        )
+    check_ree_mode(spec, "accelerate")
     if req.end_step < req.start_step or req.end_step > spec.steps:
         raise TaskRunError(f"end_step {req.end_step} is outside {req.start_step}..{spec.steps}")
     script = str(spec.init_args.get("script", ""))

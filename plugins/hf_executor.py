@@ -37,18 +37,16 @@ when a task runs, never when the plugin is registered.
 
 from __future__ import annotations
 
-import json
-import math
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from coordinator.tasks import RunRequest, RunResult, TaskRunError
-from coordinator.tasks._results import METRICS_FILE
+from coordinator.tasks._results import write_metrics
 from gensyn_integrations.hookspecs import hookimpl
 from plugins._code import call_entry, load_code_file
-from plugins._runs import failure_result, verify_interval
+from plugins._runs import check_ree_mode, failure_result, verify_interval
 
 __all__ = ["FRAMEWORK", "build_shipped", "gensyn_execute_task", "gensyn_verify_interval",
            "run_transformers"]  # fmt: skip
@@ -206,35 +204,15 @@ def _control_cls() -> type:
             for k, v in logs.items():
                 if isinstance(v, int | float) and not isinstance(v, bool) and k != "epoch":
                     row[str(k)] = float(v)
-            _write_metrics(self.out, self.metrics)
+            write_metrics(self.out, self.metrics)
 
     return RunControl
-
-
-def _write_metrics(out: Path, metrics: Mapping[int, Mapping[str, float]]) -> None:
-    """The step metrics beside the checkpoints, which the solver's manifest carries to the client."""
-
-    def plain(v: float) -> float | str:
-        return v if math.isfinite(v) else ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf"))
-
-    doc = {
-        "steps": {str(s): {k: plain(v) for k, v in m.items()} for s, m in sorted(metrics.items())}
-    }
-    (out / METRICS_FILE).write_text(json.dumps(doc, sort_keys=True))
 
 
 def run_transformers(req: RunRequest) -> RunResult:
     """Run ``req`` with ``GensynTrainer`` under the REE (the task's mode); return its trace and checkpoints."""
     spec = req.spec
-    if spec.ree_mode not in ("device", "strict"):
-        raise TaskRunError(
-            f"the transformers executor runs ree_mode 'device' or 'strict', not {spec.ree_mode!r}"
-        )
-    if spec.ree_mode == "strict" and spec.precision != "fp32":
-        raise TaskRunError(
-            f"strict mode trains in float32; this task asks for precision {spec.precision!r}: "
-            "post it with precision='fp32', or with ree_mode='device'"
-        )
+    check_ree_mode(spec, "transformers")
     if spec.precision not in ("fp32", "fp64"):
         raise TaskRunError(f"the transformers executor runs fp32 or fp64, not {spec.precision!r}")
     if req.end_step < req.start_step:

@@ -29,19 +29,17 @@ runs, never when the plugin is registered.
 
 from __future__ import annotations
 
-import json
-import math
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from coordinator.tasks import RunRequest, RunResult, TaskRunError
-from coordinator.tasks._results import METRICS_FILE
+from coordinator.tasks._results import write_metrics
 from gensyn_integrations.hookspecs import hookimpl
 from plugins._code import call_entry, code_path, import_shipped, load_code_file
 from plugins._lightning import twins
-from plugins._runs import failure_result, verify_interval
+from plugins._runs import check_ree_mode, failure_result, verify_interval
 from ree._trace import Trace
 
 __all__ = ["FRAMEWORK", "build_shipped", "gensyn_execute_task", "gensyn_verify_interval", "run_lightning"]
@@ -217,28 +215,12 @@ def _logger(flavour: str, cb: Any) -> Any:
     return StepMetricsLogger()
 
 
-def _write_metrics(out: Path, metrics: Mapping[int, Mapping[str, float]]) -> None:
-    def plain(v: float) -> float | str:
-        return v if math.isfinite(v) else ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf"))
-
-    doc = {"steps": {str(s): {k: plain(v) for k, v in m.items()} for s, m in sorted(metrics.items())}}
-    (out / METRICS_FILE).write_text(json.dumps(doc, sort_keys=True))
-
-
 def run_lightning(req: RunRequest) -> RunResult:
     """Run ``req`` with a Lightning Trainer under the REE (the task's mode); return its trace and checkpoints."""
     import importlib
 
     spec = req.spec
-    if spec.ree_mode not in ("device", "strict"):
-        raise TaskRunError(
-            f"the lightning executor runs ree_mode 'device' or 'strict', not {spec.ree_mode!r}"
-        )
-    if spec.ree_mode == "strict" and spec.precision != "fp32":
-        raise TaskRunError(
-            f"strict mode trains in float32; this task asks for precision {spec.precision!r}: "
-            "post it with precision='fp32', or with ree_mode='device'"
-        )
+    check_ree_mode(spec, "lightning")
     if spec.precision not in _PRECISIONS:
         raise TaskRunError(
             f"the lightning executor runs precision {sorted(_PRECISIONS)}, not {spec.precision!r}"
@@ -283,7 +265,7 @@ def run_lightning(req: RunRequest) -> RunResult:
     except Exception as e:  # the user's code failed: a deterministic failure commit
         if not cb.trace.steps:
             raise TaskRunError(f"the task failed before its first step: {e!r}") from e
-        _write_metrics(out, cb.metrics)
+        write_metrics(out, cb.metrics)
         return failure_result(cb.trace, _checkpoints(out, cb.trace, ckpt_every), cb.step,
                               type(e).__qualname__, traceback.format_exc(), cb.losses)
     trace = cb.trace
@@ -292,7 +274,7 @@ def run_lightning(req: RunRequest) -> RunResult:
             f"the start checkpoint is at step {trace.steps[0]}, not {req.start_step}"
         )
     trace.final = True
-    _write_metrics(out, cb.metrics)
+    write_metrics(out, cb.metrics)
     return RunResult(trace, _checkpoints(out, trace, ckpt_every), trace.roots[-1], cb.step,
                      losses=cb.losses)  # fmt: skip
 

@@ -9,7 +9,6 @@ roots disagree with another replica's challenges it.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from coordinator.tasks import (
     publish_run,
     put_checked,
 )
-from coordinator.tasks._results import METRICS_FILE
+from coordinator.tasks._results import write_metrics
 from ree._trace import Trace
 
 SEGMENTS = 4  # progress is published about this many times per task
@@ -119,8 +118,7 @@ class Solver(Node):
         if m.trace.steps[-1] != step or m.trace.roots[-1] != root:
             return None  # the manifest's trace does not end at its last checkpoint: start afresh
         if m.metrics:  # the steps before the resume keep their metrics in the final manifest
-            steps = {str(s): v for s, v in sorted(m.metrics.items()) if s <= step}
-            (d / METRICS_FILE).write_text(json.dumps({"steps": steps}))
+            write_metrics(d, {s: v for s, v in m.metrics.items() if s <= step})
         self.log(f"task {tid} slot {slot}: resuming from step {step} ({cid})")
         return RunResult(m.trace, cks, root, step)
 

@@ -99,6 +99,15 @@ def run_metrics(result: RunResult) -> Metrics:
     return out
 
 
+def write_metrics(folder: Path, metrics: Mapping[int, Mapping[str, float]]) -> Path:
+    """Write the :data:`METRICS_FILE` sidecar that :func:`run_metrics` reads (non-finite values as strings)."""
+    doc = {"steps": {str(s): {k: _encode(float(v)) for k, v in m.items()}
+                     for s, m in sorted(metrics.items())}}  # fmt: skip
+    path = Path(folder) / METRICS_FILE
+    path.write_text(json.dumps(doc, sort_keys=True))
+    return path
+
+
 def _plain(values: Mapping[str, object]) -> dict[str, float]:
     out = {}
     for k, v in values.items():

@@ -44,6 +44,17 @@ def test_run_manifests_carry_step_metrics_and_manifests_without_them_still_load(
     assert load_run(store, old).metrics == {}
 
 
+def test_an_executors_metrics_sidecar_reaches_the_manifest(tmp_path: Path) -> None:
+    from coordinator.tasks import RunResult
+    from coordinator.tasks._results import run_metrics, write_metrics
+    from ree._trace import Trace
+
+    write_metrics(tmp_path, {2: {"loss": 0.5, "acc": math.inf}, 1: {"loss": -math.inf}, 9: {"x": 1.0}})
+    trace = Trace(commit_interval=1, steps=[0, 2], roots_raw=[b"\0" * 32, b"\1" * 32], final=True)
+    got = run_metrics(RunResult(trace, {2: tmp_path / "step-2.safetensors"}, (b"\1" * 32).hex(), 2))
+    assert got == {1: {"loss": -math.inf}, 2: {"loss": 0.5, "acc": math.inf}}  # step 9 is past the run
+
+
 @pytest.mark.parametrize("bar", ["tqdm", "rich", "none"])
 def test_remote_steps_move_the_progress_bar_and_reach_the_loggers(tmp_path: Path, bar: str) -> None:
     import lightning.pytorch as pl
