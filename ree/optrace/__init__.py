@@ -3,7 +3,7 @@
 DESIGN.md, "Data flow" 5.3 (Verde level 3). :class:`OpTracer` records a step;
 :class:`OpTrace` serializes canonically and commits to a Merkle root;
 :func:`referee` finds the first op where two traces part, checks their
-dataflow links, and re-executes that one op (device mode).
+dataflow links, and re-executes that one op (device or strict mode).
 """
 
 from ree.optrace._recorder import OpTracer, batch_tree, storage_span

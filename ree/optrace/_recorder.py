@@ -17,12 +17,19 @@ order, and links each tensor input to where it came from:
 
 Every link is checked against the computed hash when it is made, so an honest
 trace always passes :func:`ree.optrace.check_links`.
+
+A random op's generator state (its last input) links to the state's RNG leaf or
+to the previous random op's generator output. Run above an active strict mode
+(``ree.deterministic(mode="strict")`` entered first, the tracer inside it), the
+generator is strict mode's: the chain starts at ``rng/ree``, so capture the
+state with ``mode="strict", ree_rng=<its generator>.state()``.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
@@ -30,6 +37,9 @@ from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_mod
 from ree._state import StateTree
 from ree.optrace._records import (
     CONST_MAX_NUMEL,
+    GENERATORS,
+    HOST_GENERATOR,
+    STRICT_GENERATOR,
     Link,
     OpRecord,
     OpTrace,
@@ -38,11 +48,34 @@ from ree.optrace._records import (
     const_payload,
     encode_value,
     fill_uninitialized,
+    generator_hash,
+    generator_tensor,
+    rng_leaf,
     tensor_hash,
 )
 
-RNG_LEAF = "rng/torch_cpu"
+if TYPE_CHECKING:
+    from ree.strict import StrictGenerator
+
 _Key = tuple[Any, ...]
+
+
+def strict_generator() -> StrictGenerator | None:
+    """The generator of the innermost active strict mode, or None outside strict mode.
+
+    Strict mode is not imported for this: a program that never loaded it is not in it.
+    """
+    mode = sys.modules.get("ree.strict._mode")
+    active = mode.current_mode() if mode is not None else None
+    return None if active is None else active.generator
+
+
+def live_generator() -> tuple[str, torch.Tensor]:
+    """The generator a random op run now draws from, and its state as an op input."""
+    strict = strict_generator()
+    if strict is not None:
+        return STRICT_GENERATOR, generator_tensor(strict.state())
+    return HOST_GENERATOR, torch.get_rng_state()
 
 
 def batch_tree(batch: Mapping[str, torch.Tensor]) -> StateTree:
@@ -120,14 +153,16 @@ class OpTracer(TorchDispatchMode):
         self.kept: dict[int, list[torch.Tensor]] = {}
         self._by_id: dict[_Key, tuple[Link, int]] = {}
         self._by_content: dict[str, Link] | None = None
-        self._rng_link: Link | None = None
+        self._rng_links: dict[str, Link] = {}  # generator -> where its current state came from
         for kind, tree in (("state", state), ("batch", self.batch)):
             for name, v in tree.leaves.items():
                 if isinstance(v, torch.Tensor):
                     link = Link(kind, name=name, proof=tree.proof(name))
                     self._by_id[identity(v)] = (link, v._version)
-        if RNG_LEAF in state.leaves:
-            self._rng_link = Link("state", name=RNG_LEAF, proof=state.proof(RNG_LEAF))
+        for generator in GENERATORS:
+            leaf = rng_leaf(generator)
+            if leaf in state.leaves:
+                self._rng_links[generator] = Link("state", name=leaf, proof=state.proof(leaf))
 
     # ------------------------------------------------------------------ hooks
     def _execute(self, index: int, func: Any, args: Any, kwargs: Any) -> Any:
@@ -144,22 +179,31 @@ class OpTracer(TorchDispatchMode):
         rng = torch.Tag.nondeterministic_seeded in func.tags
         # The bookkeeping (hashes, copies) runs below every mode: a mode under this one (strict
         # mode) must see the step's ops only, not the tracer's own.
+        generator = HOST_GENERATOR
         with _disable_current_modes():
             enc_args = encode_value([list(args), dict(kwargs)], tensors)
             inputs = [self._input(t, tensors[:k]) for k, t in enumerate(tensors)]
             if rng:
-                inputs.append(self._rng_input())
+                generator, state = live_generator()
+                inputs.append(self._rng_input(generator, state))
             if index in self.keep:
                 kept = [storage_span(t) for t in tensors]
                 if rng:
-                    kept.append(torch.get_rng_state())
+                    kept.append(state.clone())
                 self.kept[index] = kept
         out = self._execute(index, func, args, kwargs)
         with _disable_current_modes():
-            return self._record(index, func, enc_args, inputs, out, rng)
+            return self._record(index, func, enc_args, inputs, out, rng, generator)
 
     def _record(
-        self, index: int, func: Any, enc_args: Any, inputs: list[TensorIn], out: Any, rng: bool
+        self,
+        index: int,
+        func: Any,
+        enc_args: Any,
+        inputs: list[TensorIn],
+        out: Any,
+        rng: bool,
+        generator: str,
     ) -> Any:
         outs: list[torch.Tensor] = []
         enc_out = encode_value(out, outs)
@@ -174,9 +218,15 @@ class OpTracer(TorchDispatchMode):
             if self._by_content is not None:
                 self._by_content[out_hashes[j]] = link
         if rng:
-            out_hashes.append(tensor_hash(torch.get_rng_state()))
+            after, state = live_generator()
+            if after != generator:
+                raise OpTraceError(
+                    f"op {index} ({func}) drew from the {generator!r} generator but left the "
+                    f"{after!r} one current; enter or leave strict mode outside the traced step"
+                )
+            out_hashes.append(generator_hash(generator, state))
             out_versions.append(0)
-            self._rng_link = Link("op", op=index, out=len(outs), version=0)
+            self._rng_links[generator] = Link("op", op=index, out=len(outs), version=0)
         self.trace.records.append(
             OpRecord(
                 index=index,
@@ -187,6 +237,7 @@ class OpTracer(TorchDispatchMode):
                 out_hashes=tuple(out_hashes),
                 out_versions=tuple(out_versions),
                 rng=rng,
+                generator=generator,
             )
         )
         return out
@@ -195,12 +246,16 @@ class OpTracer(TorchDispatchMode):
     def _expected(self, link: Link, t: torch.Tensor) -> tuple[str, str]:
         """(hash the link promises, hash of ``t`` under the link's label)."""
         actual = tensor_hash(t, link.label)
+        return self._promised(link, actual), actual
+
+    def _promised(self, link: Link, actual: str) -> str:
+        """The hash ``link`` promises (``actual`` for a constant, which carries its tensor)."""
         if link.kind == "op":
-            return self.trace.records[link.op].out_hashes[link.out], actual
+            return self.trace.records[link.op].out_hashes[link.out]
         if link.kind in ("state", "batch"):
             assert link.proof is not None
-            return link.proof.leaf_hash.hex(), actual
-        return actual, actual
+            return link.proof.leaf_hash.hex()
+        return actual
 
     def _input(self, t: torch.Tensor, earlier: list[torch.Tensor]) -> TensorIn:
         alias = next((k for k, e in enumerate(earlier) if e is t or identity(e) == identity(t)), -1)
@@ -241,16 +296,20 @@ class OpTracer(TorchDispatchMode):
             self._by_content = index
         return self._by_content
 
-    def _rng_input(self) -> TensorIn:
-        state = torch.get_rng_state()
-        link = self._rng_link
+    def _rng_input(self, generator: str, state: torch.Tensor) -> TensorIn:
+        link = self._rng_links.get(generator)
         if link is None:
+            how = (
+                "mode='strict', ree_rng=<the strict mode's generator>.state()"
+                if generator == STRICT_GENERATOR
+                else "rng=True (in device mode)"
+            )
             raise OpTraceError(
                 f"op {len(self.trace.records)} draws random numbers but the state has no "
-                f"{RNG_LEAF!r} leaf; capture the state with rng=True right before the step"
+                f"{rng_leaf(generator)!r} leaf; capture the state with {how} right before the step"
             )
-        promised, actual = self._expected(link, state)
-        if promised != actual:
+        actual = generator_hash(generator, state, link.label)
+        if self._promised(link, actual) != actual:
             raise OpTraceError(
                 f"op {len(self.trace.records)}: the generator state is not the one the trace "
                 "last saw; something drew random numbers between capture_state and the step"

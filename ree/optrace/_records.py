@@ -18,9 +18,15 @@ other tensor (op outputs, op-linked and constant inputs). So a state or batch
 link is checked from the trace alone: the input hash must equal the proof's
 leaf hash, and the proof must verify against the committed root.
 
-Ops tagged ``nondeterministic_seeded`` (dropout, bernoulli...) read the host
+Ops tagged ``nondeterministic_seeded`` (dropout, bernoulli...) read a
 generator: such a record has ``rng = True``, its last input is the generator
-state before the op, and its last output hash is the state after it.
+state before the op, and its last output hash is the state after it. In device
+mode the generator is the host's (``generator = "torch_cpu"``, the state leaf
+``rng/torch_cpu``, a uint8 tensor). Under strict mode it is the REE's
+counter-based generator (``generator = "ree"``): its state ``[seed, counter]``
+is the *value* leaf ``rng/ree``, so its hash in a trace is that value's leaf
+hash, and it travels among an op's inputs as an int64 tensor of two words
+(:func:`generator_tensor`).
 
 The trace is committed as a Merkle tree (DESIGN.md, "Merkle trees") whose leaf
 i is ``leaf_hash(f"op/{i}", record_json)``.
@@ -43,6 +49,10 @@ from ree._merkle import MerkleTree, Proof
 OPTRACE_FORMAT = "ree-optrace/1"
 LINK_KINDS = ("op", "state", "batch", "const")
 CONST_MAX_NUMEL = 64  # larger tensors from outside the step must come from the state or batch
+HOST_GENERATOR = "torch_cpu"  # device mode: torch's default CPU generator
+STRICT_GENERATOR = "ree"  # strict mode: ree.strict's counter-based generator
+GENERATORS = (HOST_GENERATOR, STRICT_GENERATOR)
+_UINT64 = 1 << 64
 
 
 class OpTraceError(TraceError):
@@ -65,6 +75,43 @@ def fill_uninitialized(op: str, outs: list[torch.Tensor]) -> None:
 def tensor_hash(t: torch.Tensor, label: str = "") -> str:
     """The hex hash of ``t`` in a trace: its leaf hash under ``label``."""
     return leaf_hash(label, t).hex()
+
+
+def rng_leaf(generator: str) -> str:
+    """The state leaf a generator's chain of random ops starts at (``rng/torch_cpu``, ``rng/ree``)."""
+    return f"rng/{generator}"
+
+
+def generator_tensor(state: Sequence[int]) -> torch.Tensor:
+    """The strict generator state ``[seed, counter]`` as an op input: int64, two's complement.
+
+    Words in [2**63, 2**64) do not fit int64 as they are; :func:`generator_state`
+    reads them back exactly.
+    """
+    words = [int(w) % _UINT64 for w in state]
+    return torch.tensor([w - _UINT64 if w >= _UINT64 // 2 else w for w in words], dtype=torch.int64)
+
+
+def generator_state(t: torch.Tensor) -> list[int]:
+    """Inverse of :func:`generator_tensor`: the ``[seed, counter]`` an op input holds."""
+    if t.dtype != torch.int64 or tuple(t.shape) != (2,):
+        raise OpTraceError(
+            f"a strict generator state is an int64 tensor of shape (2,) ([seed, counter]), "
+            f"got a {tuple(t.shape)} {t.dtype} tensor; send the input the tracer kept"
+        )
+    return [int(w) % _UINT64 for w in t.tolist()]
+
+
+def generator_hash(generator: str, t: torch.Tensor, label: str = "") -> str:
+    """The hash of generator state ``t`` in a trace, under ``label``.
+
+    The host generator's state is a tensor leaf; the strict generator's is the
+    value leaf ``[seed, counter]``, so its hash equals the ``rng/ree`` leaf of a
+    strict state root.
+    """
+    if generator == STRICT_GENERATOR:
+        return leaf_hash(label, generator_state(t)).hex()
+    return tensor_hash(t, label)
 
 
 # --------------------------------------------------------------------------- arguments
@@ -232,21 +279,43 @@ class OpRecord:
     out_hashes: tuple[str, ...]
     out_versions: tuple[int, ...] = ()
     rng: bool = False
+    generator: str = HOST_GENERATOR  # which generator a random op draws from
+
+    def __post_init__(self) -> None:
+        if self.generator not in GENERATORS:
+            raise OpTraceError(
+                f"op {self.index} draws from generator {self.generator!r}; a trace knows "
+                f"{GENERATORS}"
+            )
+        if self.generator != HOST_GENERATOR and not self.rng:
+            raise OpTraceError(
+                f"op {self.index} names generator {self.generator!r} but is not a random op"
+            )
 
     def input_key(self) -> str:
         """What two parties must agree on for the op's inputs to agree."""
-        return canonical_json([self.op, self.args, [i.hash for i in self.inputs], self.rng]).decode()
+        key = [self.op, self.args, [i.hash for i in self.inputs], self.rng]
+        if self.generator != HOST_GENERATOR:  # device-mode keys stay as they were
+            key.append(self.generator)
+        return canonical_json(key).decode()
 
     def output_key(self) -> str:
         """What two parties must agree on for the op's outputs to agree."""
         return canonical_json([self.out, list(self.out_hashes)]).decode()
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (canonical under :func:`canonical_json`)."""
-        return {"index": self.index, "op": self.op, "args": self.args,
-                "inputs": [i.to_json() for i in self.inputs], "out": self.out,
-                "out_hashes": list(self.out_hashes), "out_versions": list(self.out_versions),
-                "rng": self.rng}
+        """A JSON-ready dict (canonical under :func:`canonical_json`).
+
+        ``generator`` is written only when it is not the host's, so device-mode
+        records (and their roots) are what they were before strict mode had random ops.
+        """
+        obj = {"index": self.index, "op": self.op, "args": self.args,
+               "inputs": [i.to_json() for i in self.inputs], "out": self.out,
+               "out_hashes": list(self.out_hashes), "out_versions": list(self.out_versions),
+               "rng": self.rng}
+        if self.generator != HOST_GENERATOR:
+            obj["generator"] = self.generator
+        return obj
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> OpRecord:
@@ -255,7 +324,8 @@ class OpRecord:
             return cls(int(obj["index"]), str(obj["op"]), obj["args"],
                        tuple(TensorIn.from_json(i) for i in obj["inputs"]), obj["out"],
                        tuple(str(h) for h in obj["out_hashes"]),
-                       tuple(int(v) for v in obj["out_versions"]), bool(obj["rng"]))
+                       tuple(int(v) for v in obj["out_versions"]), bool(obj["rng"]),
+                       str(obj.get("generator", HOST_GENERATOR)))
         except (KeyError, TypeError, ValueError) as e:
             raise OpTraceError(f"malformed op record ({e!r}): {json.dumps(obj)[:120]}") from e
 

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from ree._merkle import verify_proof
-from ree.optrace._records import OpRecord, OpTrace, tensor_hash
+from ree.optrace._records import OpRecord, OpTrace, rng_leaf, tensor_hash
 from ree.optrace._replay import const_tensor, reexecute
 
 DEFENDER = "defender"
@@ -123,9 +123,15 @@ def check_links(trace: OpTrace, upto: int | None = None) -> LinkFailure | None:
     batch_root = bytes.fromhex(trace.batch_root)
     last = len(trace.records) - 1 if upto is None else min(upto, len(trace.records) - 1)
     used: set[int] = set()
+    draws: dict[str, OpRecord] = {}  # generator -> the last random op drawing from it
     for r in trace.records[: last + 1]:
+        if r.rng and not r.inputs:
+            return LinkFailure(r.index, Finding.LINK, f"op {r.index} ({r.op}) is random but "
+                               "reads no generator state")  # fmt: skip
         for k, inp in enumerate(r.inputs):
             bad = _check_link(trace, r, k, state_root, batch_root)
+            if not bad and r.rng and k == len(r.inputs) - 1:
+                bad = _check_generator_source(r, draws.get(r.generator))
             if bad:
                 return LinkFailure(r.index, Finding.LINK, f"op {r.index} ({r.op}) input {k}: {bad}")
             if inp.link.kind == "batch" and inp.link.proof is not None:
@@ -138,6 +144,8 @@ def check_links(trace: OpTrace, upto: int | None = None) -> LinkFailure | None:
                         "after a later leaf: the batch was read out of order",
                     )
                 used.add(leaf)
+        if r.rng:
+            draws[r.generator] = r
     if upto is None:
         missing = sorted(set(range(trace.batch_n)) - used)
         if missing:
@@ -178,6 +186,32 @@ def _check_link(
             return "the embedded constant does not hash to the input's hash"
         return None
     return f"unknown link kind {link.kind!r}"
+
+
+def _check_generator_source(r: OpRecord, previous: OpRecord | None) -> str | None:
+    """Why the generator state random op ``r`` reads is not where its generator stands.
+
+    A generator's states form a chain: the state's RNG leaf of that generator,
+    then the generator output (the last output) of each random op drawing from
+    it, in trace order. Any other source, a state leaf read twice included, would
+    let a party draw a mask the step did not draw.
+    """
+    link = r.inputs[-1].link
+    if previous is None:
+        expected = f"state leaf {rng_leaf(r.generator)!r}"
+        ok = link.kind == "state" and link.name == rng_leaf(r.generator)
+    else:
+        expected = f"the generator output of op {previous.index}, the previous draw"
+        last = len(previous.out_hashes) - 1
+        ok = link.kind == "op" and (link.op, link.out) == (previous.index, last)
+    if ok:
+        return None
+    source = {
+        "op": f"output {link.out} of op {link.op}",
+        "state": f"state leaf {link.name!r}",
+        "batch": f"batch leaf {link.name!r}",
+    }.get(link.kind, f"a {link.kind} link")
+    return f"its {r.generator!r} generator state comes from {source}, not from {expected}"
 
 
 InputFetcher = Callable[[OpRecord], Sequence[torch.Tensor]]

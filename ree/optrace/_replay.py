@@ -1,4 +1,4 @@
-"""Saving one op's inputs, checking them, and re-executing that one op (device mode).
+"""Saving one op's inputs, checking them, and re-executing that one op.
 
 DESIGN.md, "Data flow" 5.3: the referee fetches the disputed op's inputs,
 checks their hashes against the record, and re-executes that ONE operator.
@@ -9,7 +9,9 @@ weight stays transposed, which can change a matmul's rounding).
 
 Strict mode: pass ``execute_in=lambda: ree.deterministic(mode="strict")`` and
 the one call runs through the strict operator set, so any machine can referee a
-trace recorded in strict mode (its outputs do not depend on the device).
+trace recorded in strict mode (its outputs do not depend on the device). A
+random op of such a trace draws from strict mode's generator, set to the
+recorded ``[seed, counter]`` for the call.
 """
 
 from __future__ import annotations
@@ -25,14 +27,19 @@ from typing import Any
 import torch
 
 from ree._encoding import canonical_json
-from ree.optrace._recorder import storage_span
+from ree.optrace._recorder import storage_span, strict_generator
 from ree.optrace._records import (
+    HOST_GENERATOR,
+    STRICT_GENERATOR,
     OpRecord,
     OpTraceError,
     const_tensor,
     decode_value,
     encode_value,
     fill_uninitialized,
+    generator_hash,
+    generator_state,
+    generator_tensor,
     tensor_hash,
 )
 
@@ -116,7 +123,10 @@ def check_inputs(record: OpRecord, tensors: Sequence[torch.Tensor]) -> None:
     for k, (inp, t) in enumerate(zip(record.inputs, tensors, strict=True)):
         if inp.link.kind == "const" and inp.link.const is not None:
             t = const_tensor(inp.link.const)
-        got = tensor_hash(t, inp.link.label)
+        if record.rng and k == len(tensors) - 1:
+            got = generator_hash(record.generator, t, inp.link.label)
+        else:
+            got = tensor_hash(t, inp.link.label)
         if got != inp.hash:
             raise OpTraceError(
                 f"input {k} of op {record.index} hashes to {got[:16]}..., but the record says "
@@ -146,31 +156,63 @@ def reexecute(
     """Run the recorded overload once on ``tensors``; return the output hashes it gives.
 
     The tensors are copied first, so in-place ops never change the caller's copies.
-    For a random op, the last tensor is the generator state: the host generator is
-    set to it for the call and restored afterwards. ``execute_in`` wraps the one
-    call (``lambda: ree.deterministic(mode="strict")`` runs it through strict
-    mode's kernels); checking and hashing stay outside it.
+    For a random op, the last tensor is the generator state: the generator the
+    record names is set to it for the call and restored afterwards (the host
+    generator, or the strict generator of the mode ``execute_in`` enters).
+    ``execute_in`` wraps the one call (``lambda: ree.deterministic(mode="strict")``
+    runs it through strict mode's kernels); checking and hashing stay outside it.
     """
     check_inputs(record, tensors)
     func = resolve_op(record.op)
     n_args = len(tensors) - 1 if record.rng else len(tensors)
     copies = _copy_keeping_aliases(record, tensors[:n_args])
     args, kwargs = decode_value(record.args, copies)
+    strict_state = None
+    if record.rng and record.generator == STRICT_GENERATOR:
+        strict_state = generator_state(tensors[-1])
     with torch.random.fork_rng(devices=[]):
-        if record.rng:
+        if record.rng and record.generator == HOST_GENERATOR:
             torch.set_rng_state(tensors[-1].clone())
         with execute_in() if execute_in is not None else nullcontext():
-            out = func(*args, **kwargs)
+            out, strict_after = _call(record, func, args, kwargs, strict_state)
         outs: list[torch.Tensor] = []
         enc = encode_value(out, outs)
         fill_uninitialized(record.op, outs)
         hashes = [tensor_hash(t) for t in outs]
-        if record.rng:
+        if strict_after is not None:
+            hashes.append(generator_hash(STRICT_GENERATOR, generator_tensor(strict_after)))
+        elif record.rng:
             hashes.append(tensor_hash(torch.get_rng_state()))
     if enc != record.out:
         # a scalar result (``.item()``) or a structure that differs is an output difference too
         hashes.append("value:" + canonical_json(enc).decode())
     return tuple(hashes)
+
+
+def _call(
+    record: OpRecord,
+    func: Any,
+    args: Any,
+    kwargs: Any,
+    strict_state: list[int] | None,
+) -> tuple[Any, list[int] | None]:
+    """Run ``func``; with ``strict_state``, from that strict generator state, which is
+    returned as it is after the call (the generator itself is put back)."""
+    if strict_state is None:
+        return func(*args, **kwargs), None
+    gen = strict_generator()
+    if gen is None:
+        raise OpTraceError(
+            f"op {record.index} ({record.op}) draws from strict mode's generator; re-execute "
+            "it in strict mode (execute_in=lambda: ree.deterministic(mode='strict'))"
+        )
+    saved = gen.state()
+    gen.set_state(strict_state)
+    try:
+        out = func(*args, **kwargs)
+        return out, gen.state()
+    finally:
+        gen.set_state(saved)
 
 
 def _copy_keeping_aliases(record: OpRecord, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:

@@ -5,6 +5,7 @@ aten ops (the tracer's hashing runs below strict mode). Re-executed through the
 strict kernels, every one of them reproduces its recorded output hashes; the
 default kernels do not, for all of them, which is why a strict trace is
 refereed in strict mode. A 1-ulp fault in one op is found, and only that op runs.
+Random ops (dropout, drawn from strict mode's generator) are in test_strict_rng.py.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def strict() -> Any:
 
 
 def trace(seed: int, cls: type[OpTracer] = OpTracer, keep: tuple[int, ...] = ()) -> OpTracer:
-    """Step 2 of a small MLP with Adam, both steps in strict mode (no dropout: see below)."""
+    """Step 2 of a small MLP with Adam, both steps in strict mode (dropout: test_strict_rng.py)."""
     torch.manual_seed(seed)
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
