@@ -22,6 +22,16 @@ written beside the checkpoints as :data:`coordinator.tasks._results.METRICS_FILE
 which ``publish_run`` puts in the run manifest for the client's progress bar
 and loggers.
 
+Dispute level 3 (DESIGN.md, "A dispute (Verde)"): a request with ``op_trace``
+runs its one step under :func:`plugins._optrace.traced_step`, from the step's
+first ``on_train_batch_start`` (the state captured there is the committed state
+of step k-1, checked against its root) to the top of the ``on_train_batch_end``
+whose optimizer stepped; the batch is every micro-batch of the step, fetched
+ahead, and ``self.log`` runs outside the tracer (:mod:`plugins._lightning.step_window`).
+A step that cannot be traced returns ``op_trace_error`` and no trace. The
+adversary hooks (``ulp_op``) apply to untraced steps through
+:func:`plugins._optrace.fault_mode`, over the same window.
+
 Layering note: the Trainer pieces live in :mod:`plugins._lightning` (the face,
 ``gensyn_integrations.lightning``, re-exports them) and are imported when a task
 runs, never when the plugin is registered.
@@ -41,6 +51,7 @@ from plugins._code import call_entry, code_path, import_shipped, load_code_file
 from plugins._lightning import twins
 from plugins._runs import check_ree_mode, failure_result, verify_interval
 from ree._trace import Trace
+from ree.optrace import OpTraceError
 
 __all__ = ["FRAMEWORK", "build_shipped", "gensyn_execute_task", "gensyn_verify_interval", "run_lightning"]
 
@@ -132,16 +143,23 @@ def _flavour(module: Any) -> str:
 
 def _callback_cls(flavour: str) -> type:
     """The executor's trace callback: the REE callback plus start checkpoints, fresh traces and losses."""
+    from contextlib import AbstractContextManager, contextmanager, nullcontext
+
     from plugins._lightning.checkpoint_io import TREE_KEY
+    from plugins._lightning.step_window import fetch_ahead, log_outside_modes, step_tensors
+    from plugins._optrace import StepTrace, fault_mode, named_batch, traced_step
 
     GensynTraceCallback = twins(flavour).GensynTraceCallback  # noqa: N806
 
     class ExecutorTraceCallback(GensynTraceCallback):  # type: ignore[misc, valid-type]
         """Record the run's trace from its start step, as the torch executor does."""
 
-        def __init__(self, *args: Any, stop_at_start: bool = False, **kwargs: Any) -> None:
+        def __init__(self, *args: Any, stop_at_start: bool = False,
+                     request: RunRequest | None = None, **kwargs: Any) -> None:  # fmt: skip
             super().__init__(*args, **kwargs)
             self.stop_at_start = stop_at_start
+            self.request = request
+            self.op_trace = StepTrace()  # the traced step's files, or why it has none
             self.losses: list[float] = []
             self.metrics: dict[int, dict[str, float]] = {}
             self.failed_at: int | None = None
@@ -174,6 +192,42 @@ def _callback_cls(flavour: str) -> type:
                 value = float(loss.detach()) if hasattr(loss, "detach") else float(loss)
                 self.losses.append(value)
                 self.metrics.setdefault(self.step, {})["loss"] = value
+
+        def step_context(
+            self, trainer: Any, batch: Any, batch_idx: int
+        ) -> AbstractContextManager[Any] | None:
+            """The traced step of an ``op_trace`` request, or an adversary's faulty step; else None."""
+            req, step = self.request, self.step + 1
+            if req is None:
+                return None
+            traced = req.op_trace is not None and step == req.end_step
+            fault = fault_mode(req, step)
+            if not traced and isinstance(fault, nullcontext):
+                return None
+            # both windows hold the same ops: the later micro-batches are fetched ahead in each
+            micro = [batch, *fetch_ahead(trainer)]
+            if not traced:
+                return self._window(trainer, fault)
+            pre = self._capture(trainer)  # references the live tensors, RNG leaves included
+            committed = self.trace.roots[-1] if self.trace.steps[-1] == self.step else None
+            if pre.root != committed:
+                self.op_trace = StepTrace(error=(
+                    f"step {step} cannot be traced: the state before it hashes to {pre.root}, "
+                    f"not to the committed root {committed} of step {self.step}"))  # fmt: skip
+                return None
+            batch_tensors = named_batch([step_tensors(b) for b in micro])
+            return self._window(trainer, self._traced(req, pre, batch_tensors, step))
+
+        @contextmanager
+        def _traced(self, req: RunRequest, pre: Any, batch: Any, step: int) -> Any:
+            with traced_step(req, pre, batch, step) as out:
+                self.op_trace = out
+                yield
+
+        @contextmanager
+        def _window(self, trainer: Any, inner: AbstractContextManager[Any]) -> Any:
+            with log_outside_modes(trainer.lightning_module), inner:
+                yield
 
         def record(self, metrics: Mapping[str, Any]) -> None:
             """Keep what Lightning sent to the loggers, under the REE step it was logged at."""
@@ -227,6 +281,10 @@ def run_lightning(req: RunRequest) -> RunResult:
         )
     if req.end_step < req.start_step:
         raise TaskRunError(f"end_step {req.end_step} is before start_step {req.start_step}")
+    if req.op_trace is not None and req.end_step != req.start_step + 1:
+        raise TaskRunError(
+            f"an op trace covers one step; this request runs {req.start_step}..{req.end_step}"
+        )
     root_every = req.root_every or spec.commit_interval
     ckpt_every = req.checkpoint_every or root_every
     if ckpt_every % root_every:
@@ -246,7 +304,7 @@ def run_lightning(req: RunRequest) -> RunResult:
     )
     cb = _callback_cls(flavour)(
         commit_interval=root_every, mode=spec.ree_mode, seed=spec.seed, checkpoint_dir=out,
-        stop_at_start=req.end_step == req.start_step,
+        stop_at_start=req.end_step == req.start_step, request=req,
     )  # fmt: skip
     trainer = pl.Trainer(
         strategy=strategy,
@@ -262,6 +320,11 @@ def run_lightning(req: RunRequest) -> RunResult:
         trainer.fit(module, **data, ckpt_path=ckpt)
     except _StopAtStart:
         pass
+    except OpTraceError as e:  # the traced step could not be traced: not a failure of the run
+        if req.op_trace is None:
+            raise
+        why = cb.op_trace.error or f"step {req.end_step} cannot be traced: {e}"
+        return _untraced(req, cb, ckpt_every, why)
     except Exception as e:  # the user's code failed: a deterministic failure commit
         if not cb.trace.steps:
             raise TaskRunError(f"the task failed before its first step: {e!r}") from e
@@ -273,10 +336,25 @@ def run_lightning(req: RunRequest) -> RunResult:
         raise TaskRunError(
             f"the start checkpoint is at step {trace.steps[0]}, not {req.start_step}"
         )
+    if req.op_trace is not None and cb.op_trace.path is None:
+        return _untraced(req, cb, ckpt_every,
+                         cb.op_trace.error or f"step {req.end_step} did not run under the tracer")
     trace.final = True
     write_metrics(out, cb.metrics)
     return RunResult(trace, _checkpoints(out, trace, ckpt_every), trace.roots[-1], cb.step,
-                     losses=cb.losses)  # fmt: skip
+                     losses=cb.losses, op_trace=cb.op_trace.path,
+                     op_inputs=cb.op_trace.inputs)  # fmt: skip
+
+
+def _untraced(req: RunRequest, cb: Any, ckpt_every: int, why: str) -> RunResult:
+    """The result of an ``op_trace`` request whose step could not be traced: its start, and why."""
+    trace = cb.trace
+    start = [(s, r) for s, r in zip(trace.steps, trace.roots_raw, strict=True)
+             if s <= req.start_step]  # fmt: skip
+    t = Trace(commit_interval=trace.commit_interval, steps=[s for s, _ in start],
+              roots_raw=[r for _, r in start])  # fmt: skip
+    return RunResult(t, _checkpoints(req.out_dir, t, ckpt_every), t.roots[-1], req.start_step,
+                     op_trace_error=why)  # fmt: skip
 
 
 def _checkpoints(out: Path, trace: Trace, every: int) -> dict[int, Path]:

@@ -25,6 +25,13 @@ kernels while the data loading (whose iterator draws its seed with
 outside it. The generator's state is the ``rng/ree`` leaf of each root, and a
 resumed run restores it from its checkpoint. The mode is left at teardown and
 on an exception: no dispatch mode outlives the run.
+
+A step's own context (:meth:`TraceCallbackMixin.step_context`, None here; the
+executor's operator tracer and adversary hooks): entered at the step's first
+micro-batch, after strict mode (a tracer must sit above strict mode, to see the
+step's ops and not the strict kernels' own), and left at the top of the
+``on_train_batch_end`` whose optimizer stepped, before strict mode is left. While
+it is open, strict mode stays entered across the step's micro-batches.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from __future__ import annotations
 import os
 import random
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -102,6 +110,7 @@ class TraceCallbackMixin:
         self._rng_before_validation: tuple[Any, Any, Any] | None = None
         self._strict: StrictMode | None = None  # strict mode: the run's mode, made at train start
         self._strict_on = False  # whether it is entered (during a training batch only)
+        self._step_cm: AbstractContextManager[Any] | None = None  # the open step's context
 
     # ------------------------------------------------------------------ the trace
     @property
@@ -163,6 +172,7 @@ class TraceCallbackMixin:
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         """Undo what setup and on_train_start changed: strict mode, hooks, the data source, REE flags."""
+        self._close_step(None)
         self._exit_strict()
         self._stop_hasher()
         for handle in self._hooks:
@@ -255,12 +265,41 @@ class TraceCallbackMixin:
             self._strict_on = False
             self._strict.__exit__(None, None, None)
 
+    # ------------------------------------------------------------------ one step's context
+    def step_context(
+        self, trainer: Any, batch: Any, batch_idx: int
+    ) -> AbstractContextManager[Any] | None:
+        """A context for the whole optimizer step that starts with this batch, or None.
+
+        Called at the step's first micro-batch, before strict mode is entered (it
+        may capture the state, or fetch data); the context is entered after strict
+        mode and left when the optimizer has stepped. None here.
+        """
+        return None
+
+    def _close_step(self, exc: BaseException | None) -> None:
+        """Leave the open step's context (with the exception that stopped the step, if any)."""
+        cm, self._step_cm = self._step_cm, None
+        if cm is not None:
+            cm.__exit__(type(exc) if exc is not None else None, exc,
+                        exc.__traceback__ if exc is not None else None)  # fmt: skip
+
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-        """Strict mode: enter it for this batch's forward, backward and optimizer step."""
+        """Strict mode: enter it for this batch's forward, backward and optimizer step.
+
+        At a step's first micro-batch, also enter its :meth:`step_context` (above strict mode).
+        """
+        if self._step_cm is not None:
+            return  # a later micro-batch of an open step: strict mode and its context stay entered
+        cm = self.step_context(trainer, batch, batch_idx)
         self._enter_strict()
+        if cm is not None:
+            cm.__enter__()
+            self._step_cm = cm
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         """Leave strict mode if a batch ended the epoch early (``on_train_batch_start`` gave -1)."""
+        self._close_step(None)
         self._exit_strict()
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
@@ -268,15 +307,20 @@ class TraceCallbackMixin:
 
         Without it a failed fit (user code raising, or an executor stopping at its
         start checkpoint) would leave strict mode pushed and the REE's process-wide
-        flags (deterministic algorithms, threads) set in the caller's process.
+        flags (deterministic algorithms, threads) set in the caller's process. An open
+        step's context is left first, with the exception (a tracer keeps why it stopped).
         """
+        self._close_step(exception)
         self.teardown(trainer, pl_module, "fit")
 
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         """After the scheduler stepped: advance the data cursor, and take a root if one is due."""
-        self._exit_strict()  # before any root: captures and copies run outside strict mode
+        if self.step != self._steps_at_last_batch_end:
+            self._close_step(None)  # the step is done: its context, then strict mode
+        if self._step_cm is None:
+            self._exit_strict()  # before any root: captures and copies run outside strict mode
         self._rng_before_validation = _host_rng_state()
         self._advance_cursor(trainer, batch_idx)
         if self.step == self._steps_at_last_batch_end:
@@ -304,6 +348,7 @@ class TraceCallbackMixin:
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         """Close the trace with the final state root (and checkpoint it if asked)."""
+        self._close_step(None)
         self._exit_strict()
         if self.trace.final or not self.trace.steps:
             return
