@@ -19,12 +19,20 @@ A script that raises, or ends before ``end_step``, is a deterministic failure of
 the user's code: a failure commit (:func:`coordinator.tasks.failure_digest`)
 with the script's traceback.
 
+A dispute's traced step (``RunRequest.op_trace``, DESIGN.md "A dispute (Verde)",
+level 3) and a test's adversary (``RunRequest.fault``) travel as the whole
+request; the script's ``Accelerator`` runs the step under the tracer
+(:mod:`plugins._accel.accelerator`) and the trace's paths, or why the step could
+not be traced (``op_trace_error``: the step then stopped part way, or was not a
+step of one batch), come back in the result.
+
 Layering note: nothing of accelerate is imported here; the script imports it.
 :mod:`plugins._accel.run`, the protocol both sides share, is stdlib only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -65,6 +73,10 @@ def run_accelerate(req: RunRequest) -> RunResult:
     check_ree_mode(spec, "accelerate")
     if req.end_step < req.start_step or req.end_step > spec.steps:
         raise TaskRunError(f"end_step {req.end_step} is outside {req.start_step}..{spec.steps}")
+    if req.op_trace is not None and req.end_step != req.start_step + 1:
+        raise TaskRunError(
+            f"an op trace covers one step; this request runs {req.start_step}..{req.end_step}"
+        )
     script = str(spec.init_args.get("script", ""))
     argv = [str(a) for a in spec.init_args.get("argv", [])]
     if script not in spec.code:
@@ -84,7 +96,11 @@ def run_accelerate(req: RunRequest) -> RunResult:
         "threads": int(spec.init_args.get("threads", 1)), "start_step": req.start_step,
         "mode": spec.ree_mode,
         "start_checkpoint": str(Path(req.start_checkpoint).resolve()) if req.start_checkpoint else None,
+        "request": None,
     }  # fmt: skip
+    if req.op_trace is not None or req.fault:  # the script's Accelerator runs the step's scope
+        whole = dataclasses.replace(req, out_dir=out, bundle_dir=req.bundle_dir.resolve())
+        run["request"] = whole.to_json()
     (out / RESULT_FILE).unlink(missing_ok=True)
     try:
         proc = subprocess.run(  # noqa: S603 - this interpreter and the task's own script, no shell
@@ -110,10 +126,17 @@ def _result(req: RunRequest, out: Path, proc: subprocess.CompletedProcess[str]) 
     if doc["trace"] is None:
         raise TaskRunError(f"the script failed before its first root: {proc.stderr[-2000:]}")
     trace = Trace.from_json(doc["trace"])
+    op_error = str(doc.get("op_trace_error") or "")
     if doc["complete"] and proc.returncode == 0:
         if trace.steps[0] != req.start_step:
             raise TaskRunError(f"the run started at step {trace.steps[0]}, not {req.start_step}")
-        return RunResult(trace, checkpoints, trace.roots[-1], done, losses=losses)
+        path = doc.get("op_trace")
+        return RunResult(trace, checkpoints, trace.roots[-1], done, losses=losses,
+                         op_trace=Path(path) if path else None, op_trace_error=op_error,
+                         op_inputs={int(k): Path(v) for k, v in doc.get("op_inputs", {}).items()})  # fmt: skip
+    if op_error:  # the traced step stopped on a tensor the tracer cannot link: no failure commit
+        return RunResult(trace, checkpoints, trace.roots[-1], done, losses=losses,
+                         op_trace_error=op_error)  # fmt: skip
     why = proc.stderr[-3000:] if proc.returncode else (
         f"the script ended after {done} optimizer steps, before step {req.end_step}: its loop "
         "must run at least the task's steps (the executor stops it there)\n"

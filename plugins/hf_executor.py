@@ -223,11 +223,13 @@ def run_transformers(req: RunRequest) -> RunResult:
     ckpt_every = req.checkpoint_every or root_every
     out = req.out_dir
     out.mkdir(parents=True, exist_ok=True)
+    scope = _step_scope(req)
     get = call_entry(req)
     model, dataset = get("model"), get("train_dataset")
     if model is None or dataset is None:
         raise TaskRunError(f"entry {spec.entry!r} must return 'model' and 'train_dataset'")
     trainer, gensyn, ctl = _trainer(req, model, dataset, get, root_every, ckpt_every)
+    gensyn.step_hook = scope
     try:
         trainer.train(
             resume_from_checkpoint=str(req.start_checkpoint) if req.start_checkpoint else None
@@ -235,9 +237,12 @@ def run_transformers(req: RunRequest) -> RunResult:
     except _StopAtStart:
         pass
     except Exception as e:  # the user's code failed: a deterministic failure commit
-        gensyn.release()
+        gensyn.release(e)
         if not gensyn.trace.steps:
             raise TaskRunError(f"the task failed before its first step: {e!r}") from e
+        if scope is not None and scope.traced.error:  # the step stopped part way: no trace
+            return RunResult(gensyn.trace, dict(ctl.written), gensyn.trace.roots[-1], gensyn.step,
+                             losses=ctl.losses, op_trace_error=scope.traced.error)  # fmt: skip
         return failure_result(gensyn.trace, ctl.written, gensyn.step, type(e).__qualname__,
                               traceback.format_exc(), ctl.losses)
     trace = gensyn.trace
@@ -247,7 +252,24 @@ def run_transformers(req: RunRequest) -> RunResult:
         )
     if not trace.final:
         trace.finish(gensyn.step, gensyn.capture().root)
-    return RunResult(trace, dict(ctl.written), trace.roots[-1], gensyn.step, losses=ctl.losses)
+    res = RunResult(trace, dict(ctl.written), trace.roots[-1], gensyn.step, losses=ctl.losses)
+    if req.op_trace is not None and scope is not None:
+        traced = scope.finish()
+        res.op_trace, res.op_inputs, res.op_trace_error = traced.path, traced.inputs, traced.error
+    return res
+
+
+def _step_scope(req: RunRequest) -> Any:
+    """The dispute tracer of a traced step, or a test adversary's fault; None for a plain run."""
+    if req.op_trace is None and not req.fault:
+        return None
+    if req.op_trace is not None and req.end_step != req.start_step + 1:
+        raise TaskRunError(
+            f"an op trace covers one step; this request runs {req.start_step}..{req.end_step}"
+        )
+    from plugins._hf.steps import StepScope
+
+    return StepScope(req)
 
 
 def _trainer(req: RunRequest, model: Any, dataset: Any, get: Any, root_every: int,

@@ -35,6 +35,19 @@ and at ``end_training``. A loop that fails between its forward and
 ``backward`` (in its own loss code) leaves the mode on until ``end_training``
 or the next batch. The generator's state is the ``rng/ree`` leaf of each root,
 restored by ``load_state`` and :meth:`Accelerator.load_ree_checkpoint`.
+
+A dispute's traced step (DESIGN.md, "A dispute (Verde)", level 3; a solver's
+run whose request carries ``op_trace``): the step starts when the training
+loader yields its batch and ends at the optimizer's step post-hook, the region
+strict mode covers too. The state of step k-1 is captured there, right after its
+root was taken; strict mode is entered next and the tracer last, on top of it
+(:mod:`plugins._hf.steps`). The batch leaves are what the loader yielded, so
+labels the user's loss code reads outside the model link to them. A step of
+several batches (gradient accumulation) is not traced: the loader looks one
+batch ahead, so the later ones cannot be named before the step starts; the
+result says so in ``op_trace_error``, and the parties re-execute the whole step.
+An ``OpTraceError`` that ends the script (the user's code does not catch it) is
+recorded by an ``excepthook`` and reported the same way, not as a failure.
 """
 
 from __future__ import annotations
@@ -59,7 +72,15 @@ from ree._state import StateTree, capture_state, restore_state
 from ree._trace import Trace
 
 if TYPE_CHECKING:
+    from plugins._hf.steps import StepScope
     from ree.strict import StrictMode
+
+_ACCUMULATION = (
+    "the step reads more than one batch (gradient accumulation); the Accelerate executor traces "
+    "a step of one batch, since its loader looks one batch ahead and the later ones cannot be "
+    "named before the step starts"
+)
+_LEFT = "the step left its region (a new pass, a root, a save) before its optimizer step"
 
 
 class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
@@ -115,10 +136,13 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
             self._strict = StrictMode(StrictGenerator(self.gensyn_seed))
         self._losses: list[float] = []  # one per optimizer step, in a solver's run
         self._micro: list[float] = []
+        self._scope: StepScope | None = None  # a dispute's tracer, or a test's adversary
         if self._run is not None:
             import atexit
 
             atexit.register(self._write_partial)
+            if self._run.request is not None:
+                self._scope = _step_scope(self._run.request)
 
     # ------------------------------------------------------------------ prepare
     def prepare_data_loader(
@@ -164,10 +188,12 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
             self._micro.append(float(loss.detach()))
         try:
             super().backward(loss, **kwargs)
-        except BaseException:
-            self._exit_strict()
+        except BaseException as e:
+            self._end_step(e)
             raise
         if not self.sync_gradients:
+            if self._scope is not None:
+                self._scope.fail(_ACCUMULATION)
             self._exit_strict()  # an accumulation micro-batch: no optimizer step follows
 
     # ------------------------------------------------------------------ strict mode
@@ -177,9 +203,19 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
             self._strict_on = True
 
     def _exit_strict(self) -> None:
+        scope = self._scope
+        if scope is not None and scope.is_open:  # it sits on top of strict mode: it goes first
+            scope.fail(_LEFT)
+            scope.end()
         if self._strict is not None and self._strict_on:
             self._strict_on = False
             self._strict.__exit__(None, None, None)
+
+    def _end_step(self, exc: BaseException | None = None) -> None:
+        """The step is over (``exc``: the exception that stopped it): leave its scope, then strict mode."""
+        if self._scope is not None:
+            self._scope.end(exc)
+        self._exit_strict()
 
     def _before_forward(self, module: Any, args: Any) -> None:
         if torch.is_grad_enabled():  # a training forward: its result reaches the state
@@ -191,10 +227,12 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
         # one (if any) being handled around the call is in flight, and strict mode ends
         exc = sys.exc_info()[1]
         if exc is not None and exc is not self._exc_at_forward:
-            self._exit_strict()
+            self._end_step(exc)
 
     # ------------------------------------------------------------------ recording
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if self._scope is not None and self._scope.is_open:
+            return  # the step began at its batch, right after the previous root was taken
         # a loop that feeds batches from its own loader: the previous root is due now
         entered = self._strict_on
         self._flush()  # leaves strict mode: roots are taken outside it
@@ -202,7 +240,7 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
             self._enter_strict()  # the optimizer step itself runs strict
 
     def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        self._exit_strict()
+        self._end_step()
         self.gensyn_step += 1
         self._pending = True
         if self._micro:
@@ -220,9 +258,15 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
         ):
             self._start_run()  # before the pass's order is drawn: it starts at the cursor
 
-    def _gensyn_before_batch(self, loader: TracedDataLoaderShard) -> None:
+    def _gensyn_before_batch(self, loader: TracedDataLoaderShard, batch: Any) -> None:
+        scope = self._scope
+        if scope is not None and scope.is_open:
+            scope.fail(_ACCUMULATION)  # a second batch before the optimizer step
         self._flush()
         if loader is self._train_loader:
+            step = self.gensyn_step + 1
+            if scope is not None and scope.step != step:  # the step's first batch: it starts here
+                scope.begin(step, self.capture, lambda: [batch], self._enter_strict)
             self._advance(loader)
 
     def _gensyn_after_pass(self, loader: TracedDataLoaderShard) -> None:
@@ -298,14 +342,25 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
                 self._trace.final = True
             if self.gensyn_step not in run.checkpoints:
                 self._run_checkpoint(tree)
-        run.write_result(self._trace, self.gensyn_step, self._losses)
+        op = None
+        if self._scope is not None and self._scope.target is not None:
+            traced = self._scope.finish()
+            op = {"op_trace": None if traced.path is None else str(traced.path),
+                  "op_inputs": {str(k): str(v) for k, v in traced.inputs.items()},
+                  "op_trace_error": traced.error}  # fmt: skip
+        run.write_result(self._trace, self.gensyn_step, self._losses, op)
         raise RunComplete
 
     def _write_partial(self) -> None:
-        """At exit, if the run stopped short of ``end_step``: what it did, for a failure commit."""
+        """At exit, if the run stopped short of ``end_step``: what it did, for a failure commit.
+
+        A traced step stopped by an ``OpTraceError`` says so instead (no failure of the user's code).
+        """
         run = self._run
         if run is not None and not run.done:
-            run.write_result(self._trace, self.gensyn_step, self._losses)
+            error = self._scope.traced.error if self._scope is not None else ""
+            run.write_result(self._trace, self.gensyn_step, self._losses,
+                             {"op_trace_error": error} if error else None)  # fmt: skip
 
     @property
     def trace(self) -> Trace:
@@ -466,3 +521,23 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
     def gensyn_epoch(self) -> int:
         """The epoch the next training batch belongs to (where a resumed loop starts)."""
         return int(self.gensyn_cursor["epoch"])
+
+
+def _step_scope(request: dict[str, Any]) -> StepScope:
+    """The run request's step scope, with an ``excepthook`` that shows it the exception ending the script.
+
+    An ``OpTraceError`` raised in the user's own loss code reaches no accelerator
+    hook; the hook records it before :meth:`Accelerator._write_partial` runs.
+    """
+    from coordinator.tasks import RunRequest
+    from plugins._hf.steps import StepScope
+
+    scope = StepScope(RunRequest.from_json(request))
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        scope.end(value)
+        previous(kind, value, tb)
+
+    sys.excepthook = hook
+    return scope

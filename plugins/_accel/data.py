@@ -9,7 +9,8 @@ generator, so starting an iterator never draws from the training RNG.
 :class:`TracedDataLoaderShard` is accelerate's ``DataLoaderShard`` with an
 ``__iter__`` that tells the accelerator, before each batch reaches the loop, that
 the previous batch is done: that is when a pending root is taken (after the
-scheduler stepped) and the data cursor moves.
+scheduler stepped) and the data cursor moves. It shows the accelerator the batch
+too: the batch leaves of a dispute's traced step are what the loader yielded.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class BatchObserver(Protocol):
 
     def _gensyn_before_pass(self, loader: TracedDataLoaderShard) -> None: ...
 
-    def _gensyn_before_batch(self, loader: TracedDataLoaderShard) -> None: ...
+    def _gensyn_before_batch(self, loader: TracedDataLoaderShard, batch: Any) -> None: ...
 
     def _gensyn_after_pass(self, loader: TracedDataLoaderShard) -> None: ...
 
@@ -72,6 +73,6 @@ class TracedDataLoaderShard(DataLoaderShard):  # type: ignore[misc]
         """Yield accelerate's batches, telling the accelerator before the pass and each batch."""
         self._gensyn_observer._gensyn_before_pass(self)
         for batch in super().__iter__():
-            self._gensyn_observer._gensyn_before_batch(self)
+            self._gensyn_observer._gensyn_before_batch(self, batch)
             yield batch
         self._gensyn_observer._gensyn_after_pass(self)

@@ -18,7 +18,11 @@ script's ``Accelerator`` (executor role) reads it at construction and then:
   :data:`RESULT_FILE` (the trace, the checkpoints, the steps done) first, by
   raising :class:`RunComplete` (a ``SystemExit`` with status 0);
 * if the script ends or fails earlier, writes the partial result at exit, so the
-  executor can commit the failure (DESIGN.md, "Settlement").
+  executor can commit the failure (DESIGN.md, "Settlement");
+* for a dispute's traced step (``RunRequest.op_trace``) or a test's adversary
+  (``RunRequest.fault``), gets the whole request (``request``) and runs each
+  step in a :class:`plugins._hf.steps.StepScope`; the trace's paths, or why the
+  step could not be traced, go back in the result.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ class ExecutorRun:
     start_checkpoint: Path | None = None
     start_step: int = 0
     mode: str = "device"
+    request: dict[str, Any] | None = None  # RunRequest.to_json(), for a traced step or a fault
     loaded: bool = False
     done: bool = False
     checkpoints: dict[int, str] = field(default_factory=dict)
@@ -71,7 +76,7 @@ class ExecutorRun:
             root_every=int(d["root_every"]), checkpoint_every=int(d["checkpoint_every"]),
             seed=int(d["seed"]), threads=int(d["threads"]),
             start_checkpoint=Path(start) if start else None, start_step=int(d.get("start_step", 0)),
-            mode=str(d.get("mode", "device")),
+            mode=str(d.get("mode", "device")), request=d.get("request"),
         )  # fmt: skip
 
     def to_env(self) -> str:
@@ -80,18 +85,23 @@ class ExecutorRun:
             "out_dir": str(self.out_dir), "end_step": self.end_step, "root_every": self.root_every,
             "checkpoint_every": self.checkpoint_every, "seed": self.seed, "threads": self.threads,
             "start_checkpoint": str(self.start_checkpoint) if self.start_checkpoint else None,
-            "start_step": self.start_step, "mode": self.mode,
+            "start_step": self.start_step, "mode": self.mode, "request": self.request,
         })  # fmt: skip
 
     def checkpoint_path(self, step: int) -> Path:
         """Where the checkpoint of ``step`` goes."""
         return self.out_dir / f"step-{step:08d}.safetensors"
 
-    def write_result(self, trace: Any, steps_done: int, losses: list[float]) -> None:
-        """Write :data:`RESULT_FILE`: the trace so far, the checkpoints, the steps done."""
+    def write_result(self, trace: Any, steps_done: int, losses: list[float],
+                     op_trace: Mapping[str, Any] | None = None) -> None:  # fmt: skip
+        """Write :data:`RESULT_FILE`: the trace so far, the checkpoints, the steps done.
+
+        ``op_trace``: the traced step's ``op_trace`` (path), ``op_inputs`` and
+        ``op_trace_error``, as the RunResult carries them.
+        """
         doc = {"trace": trace.to_json() if trace.steps else None, "steps_done": steps_done,
                "complete": self.done, "checkpoints": {str(k): v for k, v in self.checkpoints.items()},
-               "losses": losses}  # fmt: skip
+               "losses": losses, **(op_trace or {})}  # fmt: skip
         tmp = self.out_dir / (RESULT_FILE + ".tmp")
         tmp.write_text(json.dumps(doc))
         tmp.replace(self.out_dir / RESULT_FILE)

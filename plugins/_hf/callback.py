@@ -30,14 +30,21 @@ root stay outside. The generator's state is the ``rng/ree`` leaf of each root,
 restored on a resume. ``on_train_end`` and :meth:`GensynCallback.release` leave
 the mode, so a run stopped by an exception must call ``release()`` (as the
 Trainer calls no callback then).
+
+An executor's dispute tracer (:attr:`GensynCallback.step_hook`, DESIGN.md "A
+dispute (Verde)", level 3) covers the same region: opened in ``on_step_begin``
+(the state of step k-1 captured first, then strict mode, then the tracer on
+top), closed at the top of ``on_step_end`` before strict mode, or by
+``release(exc)`` with the exception that stopped the step.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
@@ -55,6 +62,15 @@ if TYPE_CHECKING:
     from ree.strict import StrictMode
 
 SAVED_KEY = "_gensyn_saved"  # the attribute trainer_state.json carries for this callback
+
+
+class StepHook(Protocol):
+    """What an executor runs around each optimizer step (:class:`plugins._hf.steps.StepScope`)."""
+
+    def begin(self, step: int, capture: Callable[[], StateTree],
+              batches: Callable[[], Sequence[Any]], before: Callable[[], None]) -> None: ...  # fmt: skip
+
+    def end(self, exc: BaseException | None = None) -> None: ...
 
 
 @dataclass
@@ -117,6 +133,10 @@ class GensynCallback(TrainerCallback, ExportableState):  # type: ignore[misc]
         self._cache: tuple[int, StateTree] | None = None
         self._strict: StrictMode | None = None  # strict mode: the run's mode, made at train begin
         self._strict_on = False  # whether it is entered (during an optimizer step only)
+        # An executor's dispute tracer (DESIGN.md, "A dispute (Verde)", level 3): opened in
+        # on_step_begin on top of strict mode, left before it. ExecutorTrainer fills step_batches.
+        self.step_hook: StepHook | None = None
+        self.step_batches: list[Any] = []
 
     # ------------------------------------------------------------------ training
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -188,9 +208,22 @@ class GensynCallback(TrainerCallback, ExportableState):  # type: ignore[misc]
             self._strict_on = False
             self._strict.__exit__(None, None, None)
 
+    def _end_step(self, exc: BaseException | None = None) -> None:
+        if self.step_hook is not None:
+            self.step_hook.end(exc)  # the tracer sits on top of strict mode: it goes first
+        self._exit_strict()
+
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        """Strict mode: enter it for this step's forwards, backwards and optimizer step."""
-        self._enter_strict()
+        """Strict mode: enter it for this step's forwards, backwards and optimizer step.
+
+        The step's micro-batches are fetched by now (the Trainer takes them all
+        before the first one runs), so an executor's step hook opens here too.
+        """
+        if self.step_hook is None:
+            self._enter_strict()
+            return
+        self.step_hook.begin(self.step + 1, self.capture, lambda: self.step_batches,
+                             self._enter_strict)  # fmt: skip
 
     def on_substep_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """An accumulation micro-batch trained: advance the data cursor, take no root."""
@@ -198,7 +231,7 @@ class GensynCallback(TrainerCallback, ExportableState):  # type: ignore[misc]
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """After the scheduler stepped: advance the cursor, and take a root if one is due."""
-        self._exit_strict()  # before any root, and before the Trainer logs, saves, evaluates
+        self._end_step()  # before any root, and before the Trainer logs, saves, evaluates
         self._advance()
         if self.step == self._steps_at_last_end:
             return  # the optimizer skipped its step (an fp16 overflow): no new state
@@ -208,7 +241,7 @@ class GensynCallback(TrainerCallback, ExportableState):  # type: ignore[misc]
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """Leave strict mode if training stopped inside an accumulation step."""
-        self._exit_strict()
+        self._end_step()
 
     def _advance(self) -> None:
         self._done += 1
@@ -228,13 +261,14 @@ class GensynCallback(TrainerCallback, ExportableState):  # type: ignore[misc]
                 self.trace.final = True
         self.release()
 
-    def release(self) -> None:
+    def release(self, exc: BaseException | None = None) -> None:
         """Leave strict mode, remove the optimizer hook and undo the REE's settings (idempotent).
 
         ``on_train_end`` calls it; so does whoever stops a run by raising, since the
-        Trainer then never calls ``on_train_end``.
+        Trainer then never calls ``on_train_end``: ``exc`` is that exception, for
+        the step hook.
         """
-        self._exit_strict()
+        self._end_step(exc)
         self._remove_hooks()
         if self._snapshot is not None:
             restore_determinism(self._snapshot)

@@ -135,10 +135,22 @@ class ExecutorTrainer(Trainer):  # type: ignore[misc]
             cb.resume_from = Path(path)
         try:
             return super().train(str(path) if path is not None else None, *args, **kwargs)
-        except BaseException:
+        except BaseException as e:
             if cb is not None:  # the Trainer calls no callback when training raises
-                cb.release()
+                cb.release(e)
             raise
+
+    def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: Any) -> Any:
+        """The Trainer's fetch of one optimizer step's micro-batches, shown to ``GensynCallback``.
+
+        transformers 5 takes them all before ``on_step_begin``; an executor's step
+        hook names them as the batch of a traced step.
+        """
+        batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
+        cb = self.gensyn_callback
+        if cb is not None and cb.step_hook is not None:
+            cb.step_batches = list(batches)
+        return batches, num_items
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         """The Trainer's model load, skipped for a folder that holds only the REE checkpoint.
