@@ -82,14 +82,20 @@ def _collate(dataset: Any, idx: list[int], dtype: Any) -> Any:
     return batch.to(dtype) if batch.is_floating_point() else batch
 
 
-def _one_step(job: _Job, cursor: _Cursor, req: RunRequest, dtype: Any) -> float:
+def _micro_batches(job: _Job, cursor: _Cursor, req: RunRequest, dtype: Any) -> list[Any]:
+    """The step's micro-batches, collated before any of them runs (so a trace can name them)."""
+    spec = req.spec
+    return [_collate(job.dataset, cursor.take(spec.batch_size), dtype)
+            for _ in range(spec.accumulation)]  # fmt: skip
+
+
+def _one_step(job: _Job, batches: list[Any], req: RunRequest) -> float:
     import torch
 
     spec = req.spec
     job.optimizer.zero_grad(set_to_none=True)
     total = 0.0
-    for _ in range(spec.accumulation):
-        batch = _collate(job.dataset, cursor.take(spec.batch_size), dtype)
+    for batch in batches:
         loss = job.loss(job.model, batch)
         if spec.accumulation > 1:
             loss = loss / spec.accumulation
@@ -117,6 +123,7 @@ def run_torch(req: RunRequest) -> RunResult:
     import torch
 
     import ree
+    from plugins._optrace import StepTrace, fault_mode, named_batch, traced_step
 
     spec = req.spec
     if spec.ree_mode != "device":
@@ -156,9 +163,25 @@ def run_torch(req: RunRequest) -> RunResult:
         trace.start(tree.root_bytes, step)
         save(tree)
         losses: list[float] = []
+        if req.op_trace is not None and req.end_step != req.start_step + 1:
+            raise TaskRunError(
+                f"an op trace covers one step; this request runs {req.start_step}..{req.end_step}"
+            )
+        op_trace = StepTrace()
         while step < req.end_step:
             try:
-                losses.append(_one_step(job, cursor, req, dtype))
+                if req.op_trace is not None:  # dispute level 3: this one step, under the tracer
+                    pre = capture()  # the agreed state of step k-1, before the batch is drawn
+                    batches = _micro_batches(job, cursor, req, dtype)
+                    with traced_step(req, pre, named_batch(batches), step + 1) as op_trace:
+                        losses.append(_one_step(job, batches, req))
+                    if op_trace.error:  # the step stopped part way: nothing else here is usable
+                        return RunResult(trace, checkpoints, trace.roots[-1], step, losses=losses,
+                                         op_trace_error=op_trace.error)  # fmt: skip
+                else:
+                    batches = _micro_batches(job, cursor, req, dtype)
+                    with fault_mode(req, step + 1):
+                        losses.append(_one_step(job, batches, req))
             except Exception as e:  # the user's code failed: a deterministic failure commit
                 return _failure(trace, checkpoints, step, e, losses)
             step += 1
@@ -176,7 +199,8 @@ def run_torch(req: RunRequest) -> RunResult:
                 if at_ckpt:
                     save(tree)
         trace.final = True
-        return RunResult(trace, checkpoints, trace.roots[-1], step, losses=losses)
+        return RunResult(trace, checkpoints, trace.roots[-1], step, losses=losses,
+                         op_trace=op_trace.path, op_inputs=op_trace.inputs)  # fmt: skip
 
 
 def _failure(trace: Trace, checkpoints: dict[int, Path], done: int, e: Exception,

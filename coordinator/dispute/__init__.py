@@ -9,6 +9,7 @@ from coordinator.dispute._availability import (
 )
 from coordinator.dispute._levels import PartyRun, trace_tree
 from coordinator.dispute._ops import (
+    NO_OP,
     OpJudgement,
     OpLevelError,
     fetch_op_trace,
@@ -29,6 +30,7 @@ from coordinator.dispute._spot import (
 )
 
 __all__ = [
+    "NO_OP",
     "DetectionTrial",
     "Judgement",
     "OpJudgement",

@@ -5,7 +5,8 @@ roots; level 2 bisects over per-step roots inside the first disagreeing
 interval, recomputed from that interval's starting REE checkpoint, and the
 tree must agree with both committed endpoints; then each party posts the
 evidence for the disputed step (here the CID of its REE checkpoint just
-before it: the referee of this issue re-executes the whole step).
+before it, or its operator trace of that step when its executor can record
+one: :meth:`PartyRun.op_trace`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class PartyRun:
     executor: Executor
     fault: dict[str, Any] = field(default_factory=dict)
     _steps: dict[int, RunResult] = field(default_factory=dict)
+    _traces: dict[tuple[int, tuple[int, ...]], RunResult] = field(default_factory=dict)
 
     @property
     def roots(self) -> list[bytes]:
@@ -91,3 +93,20 @@ class PartyRun:
         if before in self.result.checkpoints:
             return self.result.checkpoints[before]
         return self.interval_run(before // ci, steps).checkpoints[before]
+
+    def op_trace(self, step: int, steps: int, keep: tuple[int, ...] = ()) -> RunResult:
+        """This party's run of the one step ``step`` under the op tracer, keeping op inputs ``keep``.
+
+        The result's ``op_trace`` is None (and ``op_trace_error`` says why) when
+        the executor cannot trace the step; the party then posts its checkpoint.
+        """
+        key = (step, tuple(sorted(keep)))
+        if key not in self._traces:
+            req = RunRequest(
+                self.spec, self.bundle_dir, self.workdir / f"optrace-{step}-{'-'.join(map(str, key[1]))}",
+                start_checkpoint=self.checkpoint_before(step, steps), start_step=step - 1,
+                end_step=step, root_every=1, checkpoint_every=1, fault=self.fault,
+                op_trace=list(key[1]),
+            )  # fmt: skip
+            self._traces[key] = self.executor.run(req)
+        return self._traces[key]

@@ -35,6 +35,7 @@ from ree import GensynError
 from ree.optrace import (
     CHALLENGER,
     DEFENDER,
+    Finding,
     OpRecord,
     OpTrace,
     Verdict,
@@ -43,6 +44,8 @@ from ree.optrace import (
     referee,
     save_op_inputs,
 )
+
+NO_OP = 2**64 - 1  # the op of posted "inputs" that are the party's pre-state checkpoint
 
 
 class OpLevelError(GensynError, ValueError):
@@ -54,7 +57,8 @@ class OpJudgement:
     """The referee's ruling at the operator level."""
 
     defender_wins: bool
-    op: int | None  # the first bad op (None: a trace was missing or malformed as a whole)
+    op: int | None  # the first bad op (None: a trace was missing or malformed as a whole;
+    # the ruling is then ``rule``, since ``ruleOp`` names an op)
     finding: str
     ops_executed: int
     records: int  # ops in the honest-looking trace: the step's size, for "ops vs a step"
@@ -165,5 +169,10 @@ def judge_ops(*, store: BlobStore, traces: dict[str, tuple[str, bytes]], state_r
                          fetch_inputs=fetch_inputs, execute_in=execute_in)  # fmt: skip
     if v.winner is None:
         raise OpLevelError(f"one op cannot settle it: {v.finding.value} ({v.detail})")
+    if v.finding is Finding.AGREE:  # yet the parties claim different roots after the step
+        raise OpLevelError(
+            "the op traces are identical, so the claims part after the step's ops (a state "
+            "changed outside them); re-execute the step"
+        )
     return OpJudgement(v.winner == DEFENDER, v.op_index, v.finding.value, v.ops_executed,
                        max(d.n, c.n), v.detail)  # fmt: skip

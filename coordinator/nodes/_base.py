@@ -19,8 +19,8 @@ from typing import Any
 
 from eth_account.signers.local import LocalAccount
 
-from coordinator.chain import ChainError, Protocol, Stage
-from coordinator.dispute import PartyRun
+from coordinator.chain import ChainError, EventPoller, Protocol, Stage
+from coordinator.dispute import NO_OP, PartyRun, fetch_op_trace, first_divergence, put_op_trace
 from coordinator.tasks import (
     BlobStore,
     Executor,
@@ -31,6 +31,7 @@ from coordinator.tasks import (
     put_checked,
     unpack_bundle,
 )
+from ree.optrace import OpTrace
 
 # Chain errors that mean "not now" or "someone else did it": the next tick looks again.
 BENIGN = frozenset({
@@ -247,6 +248,8 @@ class Node:
                 self.p.appeal(self.account, did)
                 self.log(f"dispute {did}: appealed the first verdict")
                 return True
+        if stage in (Stage.RULING, Stage.AWAIT_REFEREE) and self.post_op_inputs(did, d):
+            return True
         if stage in (Stage.RULING, Stage.APPEALABLE, Stage.AWAIT_REFEREE):
             if self.p.client.now() > d["deadline"]:
                 self.p.dispute_timeout(self.account, did)
@@ -266,10 +269,78 @@ class Node:
             root, sp, ep = pr.step_commitment(d["interval"], steps)
             self.p.post_step_root(self.account, did, root, sp, ep)
         elif stage == Stage.OP_TRACES:
-            ck = pr.checkpoint_before(d["step"], steps)
-            cid = put_checked(self.store, ck.read_bytes())
-            self.p.post_op_trace(self.account, did, cid, d["hiD"] if bit == 1 else d["hiC"])
+            self.post_op_trace(did, d, pr, bit)
         else:
             return False
         self.log(f"dispute {did}: {stage.name} move (level {d['level']}, round {d['rounds']})")
+        return True
+
+    # ------------------------------------------------------------------ level 3 at the operator
+
+    def op_evidence(
+        self, did: int, d: dict[str, Any]
+    ) -> tuple[dict[str, tuple[str, bytes]], list[tuple[int, str]]]:
+        """Each party's posted (CID, root) for the disputed step, and the posted (op, inputs CID)s."""
+        poller = EventPoller(self.p.client, [self.p.game], from_block=self.p.deployment.block)
+        traces: dict[str, tuple[str, bytes]] = {}
+        inputs: list[tuple[int, str]] = []
+        for e in poller.poll():
+            if e.args.get("disputeId") != did:
+                continue
+            role = "defender" if e.args.get("party") == d["defender"] else "challenger"
+            if e.name == "OpTracePosted":
+                traces[role] = (e.args["cid"], bytes(e.args["root"]))
+            elif e.name == "OpInputsPosted":
+                inputs.append((int(e.args["op"]), e.args["cid"]))
+        return traces, inputs
+
+    def post_op_trace(self, did: int, d: dict[str, Any], pr: PartyRun, bit: int) -> None:
+        """Post this party's operator trace of the disputed step (its checkpoint if untraceable)."""
+        steps, step = d["steps"], int(d["step"])
+        run = pr.op_trace(step, steps)
+        if run.op_trace is None:
+            why = run.op_trace_error or "its executor records no operator traces"
+            self.log(f"dispute {did}: no op trace of step {step} ({why}); posting the checkpoint")
+            ck = pr.checkpoint_before(step, steps)
+            cid = put_checked(self.store, ck.read_bytes())
+            self.p.post_op_trace(self.account, did, cid, d["hiD"] if bit == 1 else d["hiC"])
+            return
+        cid, root = put_op_trace(self.store, OpTrace.loads(run.op_trace.read_bytes()))
+        self.p.post_op_trace(self.account, did, cid, root)
+        self.log(f"dispute {did}: posted the op trace of step {step} ({cid})")
+        self.post_op_inputs(did, self.p.get_dispute(did))  # the second trace opens the ruling
+
+    def post_op_inputs(self, did: int, d: dict[str, Any]) -> bool:
+        """Once both traces are up: post the inputs of the first op where they part, and the
+        pre-state checkpoint (for a referee that must re-execute the whole step)."""
+        key = f"opinputs:{did}"
+        if key in self.state.done or Stage(d["stage"]) not in (Stage.RULING, Stage.AWAIT_REFEREE):
+            return False
+        role = "defender" if self.address == d["defender"] else "challenger"
+        other = "challenger" if role == "defender" else "defender"
+        pr = self.party_run(d["taskId"])
+        traces, _ = self.op_evidence(did, d)
+        if pr is None or role not in traces:
+            return False
+        self.state.done.append(key)
+        self.save()
+        try:
+            mine = fetch_op_trace(self.store, *traces[role])
+        except Exception:  # noqa: BLE001 - we posted a checkpoint, not a trace: the step decides
+            return False
+        steps, step = d["steps"], int(d["step"])
+        try:
+            theirs = fetch_op_trace(self.store, *traces[other]) if other in traces else None
+        except Exception as e:  # noqa: BLE001 - their trace is unusable: it loses at the referee
+            self.log(f"dispute {did}: the {other}'s op trace is unusable ({e})")
+            theirs = None
+        div = None if theirs is None else first_divergence(mine, theirs)
+        if div is not None:
+            run = pr.op_trace(step, steps, keep=(div,))
+            if div in run.op_inputs:
+                cid = put_checked(self.store, run.op_inputs[div].read_bytes())
+                self.p.post_op_inputs(self.account, did, div, cid)
+                self.log(f"dispute {did}: the traces part at op {div}; posted its inputs ({cid})")
+        ck = pr.checkpoint_before(step, steps)
+        self.p.post_op_inputs(self.account, did, NO_OP, put_checked(self.store, ck.read_bytes()))
         return True

@@ -14,18 +14,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from coordinator.chain import ChainError, EventPoller, Stage
-from coordinator.dispute import OpJudgement, OpLevelError, judge_ops, judge_step
+from coordinator.chain import ChainError, Stage
+from coordinator.dispute import NO_OP, OpJudgement, OpLevelError, judge_ops, judge_step
 from coordinator.nodes._base import Node
 from coordinator.tasks import TaskSpec
 
-NO_OP = 2**64 - 1  # ruleOp's op when the ruling names no op (a trace was missing as a whole)
+INPUT_WAIT_TICKS = 3  # ticks a drawn referee waits for the divergent op's inputs
+INPUT_WAIT_MARGIN = 60  # seconds of the ruling window it never waits into
 
 
 class Referee(Node):
     """A staked machine in the referee pool."""
 
     role = "referee"
+    _waited: dict[str, int]
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self._waited = {}
 
     def start(self) -> None:
         """Join the referee pool (once), then the usual start."""
@@ -36,28 +42,10 @@ class Referee(Node):
         except ChainError as e:
             self.log(f"referee pool: {e.error}")
 
-    def evidence(self, did: int) -> list[str]:
-        """The CIDs both parties posted for the disputed step."""
-        poller = EventPoller(self.p.client, [self.p.game], from_block=self.p.deployment.block)
-        return [e.args["cid"] for e in poller.poll()
-                if e.name == "OpTracePosted" and e.args["disputeId"] == did]  # fmt: skip
-
-    def op_evidence(
-        self, did: int, d: dict[str, Any]
-    ) -> tuple[dict[str, tuple[str, bytes]], list[str]]:
-        """Each party's posted (CID, root) of its op trace, and the posted op-input CIDs."""
-        poller = EventPoller(self.p.client, [self.p.game], from_block=self.p.deployment.block)
-        traces: dict[str, tuple[str, bytes]] = {}
-        inputs: list[str] = []
-        for e in poller.poll():
-            if e.args.get("disputeId") != did:
-                continue
-            role = "defender" if e.args.get("party") == d["defender"] else "challenger"
-            if e.name == "OpTracePosted":
-                traces[role] = (e.args["cid"], bytes(e.args["root"]))
-            elif e.name == "OpInputsPosted":
-                inputs.append(e.args["cid"])
-        return traces, inputs
+    def evidence(self, did: int, d: dict[str, Any]) -> list[str]:
+        """The CIDs both parties posted for the disputed step: traces or checkpoints, then inputs."""
+        traces, inputs = self.op_evidence(did, d)
+        return [cid for cid, _ in traces.values()] + [cid for op, cid in inputs if op == NO_OP]
 
     def judge_at_op(self, did: int, d: dict[str, Any], spec: TaskSpec) -> OpJudgement | None:
         """The op-level ruling, or None when one op cannot settle this dispute (then: the step)."""
@@ -66,11 +54,25 @@ class Referee(Node):
             return None
         try:
             return judge_ops(store=self.store, traces=traces, state_root=d["agreed"].hex(),
-                             input_cids=inputs, workdir=self.workdir / "disputes" / str(did),
+                             input_cids=[cid for op, cid in inputs if op != NO_OP],
+                             workdir=self.workdir / "disputes" / str(did),
                              mode=spec.ree_mode, task_fingerprint=spec.fingerprint, seed=spec.seed)  # fmt: skip
         except OpLevelError as e:
             self.log(f"dispute {did}: not at one op ({e}); re-executing the step")
             return None
+
+    def wait_for_inputs(self, did: int, d: dict[str, Any], key: str) -> bool:
+        """True while this referee gives the parties a few more ticks to post their level-3
+        evidence (the second trace and its poster's inputs come in one tick, the first poster's
+        on its next), so that one op, not the whole step, settles the dispute when it can."""
+        _, inputs = self.op_evidence(did, d)
+        if any(op != NO_OP for op, _ in inputs) or sum(op == NO_OP for op, _ in inputs) >= 2:
+            return False  # the divergent op's inputs are up, or both parties are done
+        waited = self._waited.get(key, 0)
+        if waited >= INPUT_WAIT_TICKS or self.p.client.now() + INPUT_WAIT_MARGIN >= d["deadline"]:
+            return False
+        self._waited[key] = waited + 1
+        return True
 
     def verdict(self, defender_wins: bool) -> bool:
         """The verdict to post for a judgement (a test's bribed referee inverts it)."""
@@ -94,10 +96,15 @@ class Referee(Node):
                 )
                 self.state.done.append(key)
                 continue
+            if self.wait_for_inputs(did, d, key):
+                did_any = True  # busy: the parties are expected to move within these ticks
+                continue
             op = self.judge_at_op(did, d, b.spec)
             if op is not None:
-                self.p.rule_op(self.account, did, self.verdict(op.defender_wins),
-                               NO_OP if op.op is None else op.op)  # fmt: skip
+                if op.op is None:  # a trace missing or not as committed: no op to name
+                    self.p.rule(self.account, did, self.verdict(op.defender_wins))
+                else:
+                    self.p.rule_op(self.account, did, self.verdict(op.defender_wins), op.op)
                 self.state.done.append(key)
                 self.save()
                 self.log(f"dispute {did}: op {op.op} ({op.finding}, {op.ops_executed} op run of "
@@ -108,7 +115,7 @@ class Referee(Node):
                 executor=self.executor, store=self.store, spec=b.spec, bundle_dir=bdir,
                 workdir=self.workdir / "disputes" / str(did), step=int(d["step"]),
                 agreed=d["agreed"].hex(), claim_d=d["hiD"].hex(), claim_c=d["hiC"].hex(),
-                evidence_cids=self.evidence(did),
+                evidence_cids=self.evidence(did, d),
             )  # fmt: skip
             self.p.rule(self.account, did, self.verdict(j.defender_wins))
             self.state.done.append(key)

@@ -39,6 +39,10 @@ class RunRequest:
     root_every: int = 0  # 0: the spec's commit_interval
     checkpoint_every: int = 0  # 0: at every root
     fault: dict[str, Any] = field(default_factory=dict)  # adversary hooks, used by the tests
+    # Dispute level 3: record the operator trace of the one step start_step -> end_step and keep
+    # the inputs of these op indices (None: no trace). An executor that cannot trace returns
+    # its result without ``op_trace``; the parties then fall back to the whole step.
+    op_trace: list[int] | None = None
 
     @property
     def framework(self) -> str:
@@ -80,6 +84,9 @@ class RunResult:
     error_digest: str = ""
     traceback: str = ""
     losses: list[float] = field(default_factory=list)
+    op_trace: Path | None = None  # the step's operator trace (canonical JSON), when requested
+    op_inputs: dict[int, Path] = field(default_factory=dict)  # kept op inputs (safetensors)
+    op_trace_error: str = ""  # why the step could not be traced (the parties use the whole step)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON, for a subprocess."""
@@ -88,6 +95,9 @@ class RunResult:
             "final_root": self.final_root, "steps_done": self.steps_done, "failed": self.failed,
             "error_type": self.error_type, "error_digest": self.error_digest,
             "traceback": self.traceback, "losses": self.losses,
+            "op_trace": None if self.op_trace is None else str(self.op_trace),
+            "op_inputs": {str(k): str(v) for k, v in self.op_inputs.items()},
+            "op_trace_error": self.op_trace_error,
         }  # fmt: skip
 
     @classmethod
@@ -99,6 +109,9 @@ class RunResult:
             final_root=d["final_root"], steps_done=int(d["steps_done"]), failed=bool(d["failed"]),
             error_type=d["error_type"], error_digest=d["error_digest"], traceback=d["traceback"],
             losses=[float(x) for x in d["losses"]],
+            op_trace=None if d.get("op_trace") is None else Path(d["op_trace"]),
+            op_inputs={int(k): Path(v) for k, v in d.get("op_inputs", {}).items()},
+            op_trace_error=d.get("op_trace_error", ""),
         )  # fmt: skip
 
 

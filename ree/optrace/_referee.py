@@ -123,6 +123,7 @@ def check_links(trace: OpTrace, upto: int | None = None) -> LinkFailure | None:
     batch_root = bytes.fromhex(trace.batch_root)
     last = len(trace.records) - 1 if upto is None else min(upto, len(trace.records) - 1)
     used: set[int] = set()
+    started: set[str] = set()  # micro-batches read so far
     draws: dict[str, OpRecord] = {}  # generator -> the last random op drawing from it
     for r in trace.records[: last + 1]:
         if r.rng and not r.inputs:
@@ -135,15 +136,19 @@ def check_links(trace: OpTrace, upto: int | None = None) -> LinkFailure | None:
             if bad:
                 return LinkFailure(r.index, Finding.LINK, f"op {r.index} ({r.op}) input {k}: {bad}")
             if inp.link.kind == "batch" and inp.link.proof is not None:
-                leaf = inp.link.proof.index
-                if leaf not in used and used and leaf < max(used):
+                # micro-batches (the leaf name's first component) must start in order; the
+                # tensors of one micro-batch may be read in any order (a loss may read its
+                # labels before the model reads its inputs)
+                group = (inp.link.name or "").split("/")[0]
+                if group not in started and started and group < max(started):
                     return LinkFailure(
                         r.index,
                         Finding.COVERAGE,
-                        f"op {r.index} first reads batch leaf {inp.link.name!r} "
-                        "after a later leaf: the batch was read out of order",
+                        f"op {r.index} first reads micro-batch {group!r} (leaf "
+                        f"{inp.link.name!r}) after a later one: the batch was read out of order",
                     )
-                used.add(leaf)
+                started.add(group)
+                used.add(inp.link.proof.index)
         if r.rng:
             draws[r.generator] = r
     if upto is None:

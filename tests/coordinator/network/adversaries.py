@@ -38,6 +38,26 @@ class PerturbingSolver(Solver):
         return {"perturb_step": self.k}
 
 
+class UlpSolver(Solver):
+    """A machine that miscomputes ONE op: op ``op`` of step ``k`` comes out one ulp up; its
+    committed roots and its operator trace are consistent with that."""
+
+    def __init__(self, *a: Any, k: int, op: int, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.k, self.op = k, op
+
+    def fault_for(self, task_id: int) -> dict[str, Any]:
+        return {"ulp_op": [self.k, self.op]}
+
+
+class InconsistentTraceSolver(UlpSolver):
+    """Computes like :class:`UlpSolver`, but its trace records op ``op``'s honest output, so
+    the op after it reads an input its links do not explain."""
+
+    def fault_for(self, task_id: int) -> dict[str, Any]:
+        return {"inconsistent_op": [self.k, self.op]}
+
+
 class Copier(Solver):
     """Copies the other replica's commitment, then tries to reveal the other's result as its own."""
 

@@ -116,3 +116,26 @@ def test_an_honest_party_never_loses_to_itself(seed: int, tmp_path: Path) -> Non
     assert verdict.finding is Finding.AGREE
     assert verdict.winner == DEFENDER
     assert verdict.ops_executed == 0
+
+
+def test_a_micro_batch_may_read_its_labels_before_its_inputs() -> None:
+    """Only micro-batches must start in order: inside one, an honest loss may touch its labels
+    before the model reads its inputs (leaf ``mb0/y`` before ``mb0/x``), and its trace holds."""
+    import torch
+
+    import ree
+    from ree.optrace import OpTracer, check_links
+    from tests.ree.optrace.steps import MICRO, make_job
+
+    job = make_job(0)
+    tracer = OpTracer(ree.capture_state(job.model, job.opt, step=1), job.batch, step=2)
+    with tracer:
+        job.opt.zero_grad()
+        for m in range(MICRO):
+            target = job.batch[f"mb{m}/y"] * 1.0  # the labels first
+            loss = torch.nn.functional.mse_loss(job.model(job.batch[f"mb{m}/x"]), target) / MICRO
+            loss.backward()
+        job.opt.step()
+    first_reads = [i.link.name for r in tracer.trace.records for i in r.inputs if i.link.kind == "batch"]
+    assert first_reads[:2] == ["mb0/y", "mb0/x"]
+    assert check_links(tracer.trace) is None
