@@ -52,6 +52,7 @@ from ree.optrace._records import (
     generator_tensor,
     rng_leaf,
     tensor_hash,
+    written_args,
 )
 
 if TYPE_CHECKING:
@@ -110,6 +111,13 @@ def storage_span(t: torch.Tensor) -> torch.Tensor:
         return torch.empty(0, dtype=t.dtype)
     span = 1 + sum((s - 1) * st for s, st in zip(t.shape, t.stride(), strict=True))
     return torch.as_strided(t.detach(), (span,), (1,), t.storage_offset()).clone()
+
+
+def _flat_tensors(out: Any) -> list[torch.Tensor]:
+    """The tensors of an op's return value, as :func:`encode_value` lists them."""
+    found: list[torch.Tensor] = []
+    encode_value(out, found)
+    return found
 
 
 def _write_bumps(func: Any, outs: list[torch.Tensor]) -> list[int]:
@@ -193,7 +201,8 @@ class OpTracer(TorchDispatchMode):
                 self.kept[index] = kept
         out = self._execute(index, func, args, kwargs)
         with _disable_current_modes():
-            return self._record(index, func, enc_args, inputs, out, rng, generator)
+            written = written_args(func, args, kwargs, _flat_tensors(out))
+            return self._record(index, func, enc_args, inputs, out, rng, generator, written)
 
     def _record(
         self,
@@ -204,14 +213,17 @@ class OpTracer(TorchDispatchMode):
         out: Any,
         rng: bool,
         generator: str,
+        written: list[torch.Tensor] | None = None,
     ) -> Any:
         outs: list[torch.Tensor] = []
         enc_out = encode_value(out, outs)
         fill_uninitialized(str(func), outs)
-        out_hashes = [tensor_hash(t) for t in outs]
         out_versions = [
             t._version + bump for t, bump in zip(outs, _write_bumps(func, outs), strict=True)
         ]
+        outs += written or []  # written in place, not returned: bumped after this handler too
+        out_versions += [t._version + 1 for t in written or []]
+        out_hashes = [tensor_hash(t) for t in outs]
         for j, t in enumerate(outs):
             link = Link("op", op=index, out=j, version=out_versions[j])
             self._by_id[identity(t)] = (link, out_versions[j])

@@ -59,6 +59,28 @@ class OpTraceError(TraceError):
     """An operator trace is malformed, or an op cannot be recorded or re-executed."""
 
 
+def written_args(func: Any, args: Sequence[Any], kwargs: dict[str, Any],
+                 outs: Sequence[torch.Tensor]) -> list[torch.Tensor]:  # fmt: skip
+    """The tensors ``func`` writes in place without returning them, in argument order.
+
+    ``aten._foreach_mul_`` (gradient clipping) returns nothing, yet later ops read
+    what it wrote: those tensors are outputs of the op too. A record's
+    ``out_hashes`` list the returned tensors, then these, then (for a random op)
+    the generator state; the recorder and the re-execution both build them here.
+    """
+    seen = {id(t) for t in outs}
+    found: list[torch.Tensor] = []
+    for i, a in enumerate(func._schema.arguments):
+        if a.alias_info is None or not a.alias_info.is_write:
+            continue
+        v = kwargs.get(a.name) if a.name in kwargs else (args[i] if i < len(args) else None)
+        for t in v if isinstance(v, list | tuple) else (v,):
+            if isinstance(t, torch.Tensor) and id(t) not in seen:
+                seen.add(id(t))
+                found.append(t)
+    return found
+
+
 def fill_uninitialized(op: str, outs: list[torch.Tensor]) -> None:
     """Give the outputs of ``empty``-like ops defined contents, so their hashes reproduce.
 

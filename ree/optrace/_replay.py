@@ -41,6 +41,7 @@ from ree.optrace._records import (
     generator_state,
     generator_tensor,
     tensor_hash,
+    written_args,
 )
 
 INPUTS_FORMAT = "ree-op-inputs/1"
@@ -178,6 +179,7 @@ def reexecute(
         outs: list[torch.Tensor] = []
         enc = encode_value(out, outs)
         fill_uninitialized(record.op, outs)
+        outs += written_args(func, args, kwargs, outs)
         hashes = [tensor_hash(t) for t in outs]
         if strict_after is not None:
             hashes.append(generator_hash(STRICT_GENERATOR, generator_tensor(strict_after)))

@@ -84,3 +84,41 @@ def test_a_tampered_link_is_reported_with_its_op() -> None:
 def test_only_existing_aten_overloads_resolve(name: str) -> None:
     with pytest.raises(OpTraceError):
         resolve_op(name)
+
+
+@pytest.mark.parametrize("foreach", [True, False])
+def test_gradient_clipping_writes_what_the_optimizer_reads(foreach: bool) -> None:
+    """``_foreach_mul_`` (clip_grad_norm_) returns nothing, yet the optimizer reads the gradients
+    it scaled: the op's written arguments are its outputs, linked to, and re-executed."""
+    import torch
+
+    import ree
+    from ree.optrace import OpTracer
+    from tests.ree.optrace.steps import make_job
+
+    def step(keep: range | tuple[int, ...] = ()) -> OpTracer:
+        job = make_job(0)
+        tracer = OpTracer(ree.capture_state(job.model, job.opt, step=1), job.batch, step=2,
+                          keep=keep)  # fmt: skip
+        with tracer:
+            job.opt.zero_grad()
+            for m in range(2):
+                x, y = job.batch[f"mb{m}/x"], job.batch[f"mb{m}/y"]
+                (torch.nn.functional.mse_loss(job.model(x), y) / 2).backward()
+            torch.nn.utils.clip_grad_norm_(job.model.parameters(), 1e-3, foreach=foreach)
+            job.opt.step()
+        return tracer
+
+    trace = step().trace
+    assert check_links(trace) is None
+    scaling = [r for r in trace if r.op.startswith(("aten._foreach_mul_", "aten.mul_"))
+               and any(x.link.kind == "op" for x in r.inputs)]  # fmt: skip
+    assert scaling, [r.op for r in trace]
+    first = scaling[0]
+    assert len(first.out_hashes) >= 1
+    readers = [r for r in trace for x in r.inputs
+               if x.link.kind == "op" and x.link.op == first.index]  # fmt: skip
+    assert readers, "nothing reads what the clipping wrote"
+    kept = step(keep=range(trace.n))
+    for r in kept.trace:
+        assert reexecute(r, rebuild_inputs(r, kept.kept[r.index])) == r.out_hashes, r.op
