@@ -22,9 +22,10 @@ with the script's traceback.
 A dispute's traced step (``RunRequest.op_trace``, DESIGN.md "A dispute (Verde)",
 level 3) and a test's adversary (``RunRequest.fault``) travel as the whole
 request; the script's ``Accelerator`` runs the step under the tracer
-(:mod:`plugins._accel.accelerator`) and the trace's paths, or why the step could
-not be traced (``op_trace_error``: the step then stopped part way, or was not a
-step of one batch), come back in the result.
+(:mod:`plugins._accel.accelerator`; a step of several micro-batches with its
+later ones fetched ahead) and the trace's paths, or why the step could not be
+traced (``op_trace_error``: the step then stopped part way, or read batches that
+could not be fetched before it started), come back in the result.
 
 Layering note: nothing of accelerate is imported here; the script imports it.
 :mod:`plugins._accel.run`, the protocol both sides share, is stdlib only.

@@ -43,11 +43,22 @@ strict mode covers too. The state of step k-1 is captured there, right after its
 root was taken; strict mode is entered next and the tracer last, on top of it
 (:mod:`plugins._hf.steps`). The batch leaves are what the loader yielded, so
 labels the user's loss code reads outside the model link to them. A step of
-several batches (gradient accumulation) is not traced: the loader looks one
-batch ahead, so the later ones cannot be named before the step starts; the
-result says so in ``op_trace_error``, and the parties re-execute the whole step.
-An ``OpTraceError`` that ends the script (the user's code does not catch it) is
-recorded by an ``excepthook`` and reported the same way, not as a failure.
+several micro-batches (``gradient_accumulation_steps``) needs them all named
+when it starts: at its first, the later ones accelerate will feed it (up to the
+pass's last batch, where accelerate steps whatever the count) are fetched ahead
+from the training loader and handed to the loop in order
+(:meth:`plugins._accel.data.TracedDataLoaderShard.fetch_ahead`), so the loop,
+``sync_gradients`` and ``end_of_dataloader`` are those of an untraced run;
+strict mode and the tracer stay on across them. A test's adversary
+(``RunRequest.fault``) runs each step in the same window. What stays untraceable
+returns ``op_trace_error`` (the parties re-execute the whole step): a step that
+reads more batches than accelerate's count (a loop that accumulates on its own),
+or runs on into the next pass (``sync_with_dataloader=False``), whose batches
+cannot be fetched before the step starts; one whose optimizer steps before the
+batches fetched for it are read; one that leaves its region (a root, a save)
+before its optimizer step. An ``OpTraceError`` that ends the script (the user's
+code does not catch it) is recorded by an ``excepthook`` and reported the same
+way, not as a failure.
 """
 
 from __future__ import annotations
@@ -75,10 +86,21 @@ if TYPE_CHECKING:
     from plugins._hf.steps import StepScope
     from ree.strict import StrictMode
 
-_ACCUMULATION = (
-    "the step reads more than one batch (gradient accumulation); the Accelerate executor traces "
-    "a step of one batch, since its loader looks one batch ahead and the later ones cannot be "
-    "named before the step starts"
+_UNCOUNTED = (
+    "the step reads another batch before its optimizer step, beyond the {n} that accelerate's "
+    "gradient accumulation gives it: the loop accumulates on its own, so its later batches "
+    "could not be fetched ahead and named before the step started (use "
+    "Accelerator(gradient_accumulation_steps=...) and accelerator.accumulate)"
+)
+_UNFETCHED = (
+    "a micro-batch of the step did not step the optimizer, and the pass holds no later batch "
+    "of the step: the step runs on into the next pass (sync_with_dataloader=False), whose "
+    "batches cannot be fetched and named before the step starts"
+)
+_EARLY = (
+    "the optimizer stepped before the step read the {n} later micro-batches fetched ahead for "
+    "it: the loop steps without accelerator.accumulate, so accelerate's "
+    "gradient_accumulation_steps does not say how many batches a step reads"
 )
 _LEFT = "the step left its region (a new pass, a root, a save) before its optimizer step"
 
@@ -125,6 +147,7 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
         self.gensyn_cursor: dict[str, int] = {"epoch": 0, "index": 0, "seed": self.gensyn_seed}
         self._train_loader: TracedDataLoaderShard | None = None
         self._done = 0  # batches per rank of the current epoch already handed to the loop
+        self._window = 0  # later micro-batches of the open step, fetched ahead, not yet handed out
         self._pending = False  # a real step happened whose root is not taken yet
         self._hooked: set[int] = set()
         self._snapshot: DeterminismSnapshot | None = apply_determinism(
@@ -192,8 +215,10 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
             self._end_step(e)
             raise
         if not self.sync_gradients:
+            if self._in_window():
+                return  # the step's later micro-batches are fetched: it stays in its region
             if self._scope is not None:
-                self._scope.fail(_ACCUMULATION)
+                self._scope.fail(_UNFETCHED)
             self._exit_strict()  # an accumulation micro-batch: no optimizer step follows
 
     # ------------------------------------------------------------------ strict mode
@@ -203,6 +228,7 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
             self._strict_on = True
 
     def _exit_strict(self) -> None:
+        self._window = 0
         scope = self._scope
         if scope is not None and scope.is_open:  # it sits on top of strict mode: it goes first
             scope.fail(_LEFT)
@@ -240,6 +266,8 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
             self._enter_strict()  # the optimizer step itself runs strict
 
     def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if self._in_window() and self._scope is not None:
+            self._scope.fail(_EARLY.format(n=self._window))
         self._end_step()
         self.gensyn_step += 1
         self._pending = True
@@ -260,14 +288,43 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
 
     def _gensyn_before_batch(self, loader: TracedDataLoaderShard, batch: Any) -> None:
         scope = self._scope
-        if scope is not None and scope.is_open:
-            scope.fail(_ACCUMULATION)  # a second batch before the optimizer step
+        if loader is self._train_loader and self._in_window():
+            self._window -= 1  # a later micro-batch of the open step, named at its first
+            self._advance(loader)
+            return
+        if scope is not None and scope.is_open:  # another batch before the optimizer step
+            scope.fail(_UNCOUNTED.format(n=self.gradient_state.num_steps))
         self._flush()
         if loader is self._train_loader:
             step = self.gensyn_step + 1
             if scope is not None and scope.step != step:  # the step's first batch: it starts here
-                scope.begin(step, self.capture, lambda: [batch], self._enter_strict)
+                ahead = loader.fetch_ahead(self._later_micro_batches(loader))
+                scope.begin(step, self.capture, lambda: [batch, *ahead], self._enter_strict)
+                self._window = len(ahead)
             self._advance(loader)
+
+    def _later_micro_batches(self, loader: TracedDataLoaderShard) -> int:
+        """How many more batches accelerate's ``accumulate`` feeds the step that starts with this one.
+
+        ``_do_sync`` counts micro-batches in ``self.step`` and syncs at every
+        ``num_steps``-th, or at the pass's last batch (``sync_with_dataloader``);
+        :meth:`TracedDataLoaderShard.fetch_ahead` stops there.
+        """
+        state = self.gradient_state
+        if state.sync_with_dataloader and loader.end_of_dataloader:
+            return 0
+        return (-(int(self.step) + 1)) % int(state.num_steps)
+
+    def _in_window(self) -> bool:
+        """True while the open step has micro-batches fetched ahead that the loop has not had."""
+        return self._window > 0 and self._scope is not None and self._scope.is_open
+
+    def _gensyn_before_next(self, loader: TracedDataLoaderShard) -> None:
+        scope = self._scope
+        if scope is not None and scope.is_open and not self._in_window():
+            # reading the dataset is no op of the step's: the tracer ends before it (strict
+            # mode stays as it is, as in an untraced run)
+            scope.fail(_UNCOUNTED.format(n=self.gradient_state.num_steps))
 
     def _gensyn_after_pass(self, loader: TracedDataLoaderShard) -> None:
         self._flush()
