@@ -32,9 +32,12 @@ training loader starts a pass (its iterator draws a seed with ``random_``, which
 strict mode refuses) or hands the loop a batch, before any root, when a forward
 or ``backward`` raises, after a ``backward`` whose micro-batch will not step,
 and at ``end_training``. A loop that fails between its forward and
-``backward`` (in its own loss code) leaves the mode on until ``end_training``
-or the next batch. The generator's state is the ``rng/ree`` leaf of each root,
-restored by ``load_state`` and :meth:`Accelerator.load_ree_checkpoint`.
+``backward`` (in its own loss code) reaches none of these: the mode is left as
+the exception leaves ``accelerator.accumulate``, or the loop over the training
+loader (which closes its iterator), and in an executor run by an ``excepthook``
+before the process's exit handlers run. The generator's state is the ``rng/ree``
+leaf of each root, restored by ``load_state`` and
+:meth:`Accelerator.load_ree_checkpoint`.
 
 A dispute's traced step (DESIGN.md, "A dispute (Verde)", level 3; a solver's
 run whose request carries ``op_trace``): the step starts when the training
@@ -66,6 +69,9 @@ from __future__ import annotations
 import os
 import re
 import sys
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -166,6 +172,8 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
             atexit.register(self._write_partial)
             if self._run.request is not None:
                 self._scope = _step_scope(self._run.request)
+            if self._scope is not None or self._strict is not None:
+                _end_step_at_excepthook(self)
 
     # ------------------------------------------------------------------ prepare
     def prepare_data_loader(
@@ -220,6 +228,16 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
             if self._scope is not None:
                 self._scope.fail(_UNFETCHED)
             self._exit_strict()  # an accumulation micro-batch: no optimizer step follows
+
+    @contextmanager
+    def accumulate(self, *models: Any) -> Iterator[None]:
+        """accelerate's ``accumulate``; an exception in its block (the loop's loss code) ends the step."""
+        with super().accumulate(*models):
+            try:
+                yield
+            except BaseException as e:
+                self._end_step(e)
+                raise
 
     # ------------------------------------------------------------------ strict mode
     def _enter_strict(self) -> None:
@@ -325,6 +343,15 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
             # reading the dataset is no op of the step's: the tracer ends before it (strict
             # mode stays as it is, as in an untraced run)
             scope.fail(_UNCOUNTED.format(n=self.gradient_state.num_steps))
+
+    def _gensyn_left_pass(self, loader: TracedDataLoaderShard) -> None:
+        """The loop left the pass part way: the step it was in ends (strict mode too)."""
+        scope = self._scope
+        if scope is not None and scope.tracing:
+            # the exception closing the iterator is not visible here: a traced step is ended
+            # with it by the excepthook, or with _LEFT when the run goes on
+            return
+        self._end_step()
 
     def _gensyn_after_pass(self, loader: TracedDataLoaderShard) -> None:
         self._flush()
@@ -581,20 +608,30 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
 
 
 def _step_scope(request: dict[str, Any]) -> StepScope:
-    """The run request's step scope, with an ``excepthook`` that shows it the exception ending the script.
-
-    An ``OpTraceError`` raised in the user's own loss code reaches no accelerator
-    hook; the hook records it before :meth:`Accelerator._write_partial` runs.
-    """
+    """The run request's step scope."""
     from coordinator.tasks import RunRequest
     from plugins._hf.steps import StepScope
 
-    scope = StepScope(RunRequest.from_json(request))
+    return StepScope(RunRequest.from_json(request))
+
+
+def _end_step_at_excepthook(acc: Accelerator) -> None:
+    """Install an ``excepthook`` that ends ``acc``'s step with the exception ending the script.
+
+    An exception in the user's own loss code (an ``OpTraceError`` among them)
+    may reach no accelerator hook: the step's scope records it before
+    :meth:`Accelerator._write_partial` runs, and strict mode is off before the
+    process's exit handlers run.
+    """
+    ref = weakref.ref(acc)
     previous = sys.excepthook
 
     def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
-        scope.end(value)
-        previous(kind, value, tb)
+        try:
+            live = ref()
+            if live is not None:
+                live._end_step(value)
+        finally:
+            previous(kind, value, tb)
 
     sys.excepthook = hook
-    return scope

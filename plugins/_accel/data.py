@@ -12,7 +12,9 @@ that the previous batch is done: that is when a pending root is taken (after the
 scheduler stepped) and the data cursor moves. It shows the accelerator the batch
 too: the batch leaves of a dispute's traced step are what the loader yielded.
 It also tells when the loop asks for another batch, before accelerate's
-iterator reads one from the dataset (no op of a traced step's).
+iterator reads one from the dataset (no op of a traced step's), and when the
+loop leaves a pass part way (the iterator is closed: an exception in the loop's
+body, a ``break``).
 
 A traced step of several micro-batches (gradient accumulation) needs all of them
 by name when it starts, but accelerate's ``DataLoaderShard`` yields one batch at
@@ -47,6 +49,8 @@ class BatchObserver(Protocol):
     def _gensyn_before_batch(self, loader: TracedDataLoaderShard, batch: Any) -> None: ...
 
     def _gensyn_before_next(self, loader: TracedDataLoaderShard) -> None: ...
+
+    def _gensyn_left_pass(self, loader: TracedDataLoaderShard) -> None: ...
 
     def _gensyn_after_pass(self, loader: TracedDataLoaderShard) -> None: ...
 
@@ -134,7 +138,12 @@ class TracedDataLoaderShard(DataLoaderShard):  # type: ignore[misc]
         for batch in one:
             self._gensyn_pass = one  # the pass whose batch the loop gets now
             self._gensyn_observer._gensyn_before_batch(self, batch)
-            yield batch
+            try:
+                yield batch
+            except GeneratorExit:  # the loop left the pass: an exception in its body, a break
+                if self._gensyn_pass is one:  # not an older pass collected late
+                    self._gensyn_observer._gensyn_left_pass(self)
+                raise
             # the loop asks for another batch: accelerate's iterator may read one from the dataset
             self._gensyn_observer._gensyn_before_next(self)
         self._gensyn_observer._gensyn_after_pass(self)
