@@ -54,12 +54,13 @@ from the training loader and handed to the loop in order
 ``sync_gradients`` and ``end_of_dataloader`` are those of an untraced run;
 strict mode and the tracer stay on across them. A test's adversary
 (``RunRequest.fault``) runs each step in the same window. What stays untraceable
-returns ``op_trace_error`` (the parties re-execute the whole step): a step that
-reads more batches than accelerate's count (a loop that accumulates on its own),
-or runs on into the next pass (``sync_with_dataloader=False``), whose batches
-cannot be fetched before the step starts; one whose optimizer steps before the
-batches fetched for it are read; one that leaves its region (a root, a save)
-before its optimizer step. An ``OpTraceError`` that ends the script (the user's
+returns ``op_trace_error`` (the parties re-execute the whole step; the reasons
+are in :mod:`plugins._accel.steps`): a step that reads more batches than
+accelerate's count (a loop that accumulates on its own), or runs on into the
+next pass (``sync_with_dataloader=False``), whose batches cannot be fetched
+before the step starts; one whose optimizer steps before the batches fetched for
+it are read; one that leaves its region (a root, a save) before its optimizer
+step. An ``OpTraceError`` that ends the script (the user's
 code does not catch it) is recorded by an ``excepthook`` and reported the same
 way, not as a failure.
 """
@@ -69,7 +70,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -80,6 +80,15 @@ import torch
 
 from plugins._accel.data import TracedDataLoaderShard, sampler_of
 from plugins._accel.run import ExecutorRun, RunComplete
+from plugins._accel.steps import (
+    EARLY,
+    LEFT,
+    UNCOUNTED,
+    UNFETCHED,
+    end_step_at_excepthook,
+    later_micro_batches,
+    step_scope,
+)
 from plugins._data import reproducible_loader
 from plugins._hf.settings import REE_FILE, check_role, resolve
 from ree._checkpoint import load_checkpoint, save_checkpoint
@@ -91,24 +100,6 @@ from ree._trace import Trace
 if TYPE_CHECKING:
     from plugins._hf.steps import StepScope
     from ree.strict import StrictMode
-
-_UNCOUNTED = (
-    "the step reads another batch before its optimizer step, beyond the {n} that accelerate's "
-    "gradient accumulation gives it: the loop accumulates on its own, so its later batches "
-    "could not be fetched ahead and named before the step started (use "
-    "Accelerator(gradient_accumulation_steps=...) and accelerator.accumulate)"
-)
-_UNFETCHED = (
-    "a micro-batch of the step did not step the optimizer, and the pass holds no later batch "
-    "of the step: the step runs on into the next pass (sync_with_dataloader=False), whose "
-    "batches cannot be fetched and named before the step starts"
-)
-_EARLY = (
-    "the optimizer stepped before the step read the {n} later micro-batches fetched ahead for "
-    "it: the loop steps without accelerator.accumulate, so accelerate's "
-    "gradient_accumulation_steps does not say how many batches a step reads"
-)
-_LEFT = "the step left its region (a new pass, a root, a save) before its optimizer step"
 
 
 class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
@@ -171,9 +162,9 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
 
             atexit.register(self._write_partial)
             if self._run.request is not None:
-                self._scope = _step_scope(self._run.request)
+                self._scope = step_scope(self._run.request)
             if self._scope is not None or self._strict is not None:
-                _end_step_at_excepthook(self)
+                end_step_at_excepthook(self)
 
     # ------------------------------------------------------------------ prepare
     def prepare_data_loader(
@@ -226,7 +217,7 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
             if self._in_window():
                 return  # the step's later micro-batches are fetched: it stays in its region
             if self._scope is not None:
-                self._scope.fail(_UNFETCHED)
+                self._scope.fail(UNFETCHED)
             self._exit_strict()  # an accumulation micro-batch: no optimizer step follows
 
     @contextmanager
@@ -249,7 +240,7 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
         self._window = 0
         scope = self._scope
         if scope is not None and scope.is_open:  # it sits on top of strict mode: it goes first
-            scope.fail(_LEFT)
+            scope.fail(LEFT)
             scope.end()
         if self._strict is not None and self._strict_on:
             self._strict_on = False
@@ -285,7 +276,7 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
 
     def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self._in_window() and self._scope is not None:
-            self._scope.fail(_EARLY.format(n=self._window))
+            self._scope.fail(EARLY.format(n=self._window))
         self._end_step()
         self.gensyn_step += 1
         self._pending = True
@@ -311,27 +302,15 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
             self._advance(loader)
             return
         if scope is not None and scope.is_open:  # another batch before the optimizer step
-            scope.fail(_UNCOUNTED.format(n=self.gradient_state.num_steps))
+            scope.fail(UNCOUNTED.format(n=self.gradient_state.num_steps))
         self._flush()
         if loader is self._train_loader:
             step = self.gensyn_step + 1
             if scope is not None and scope.step != step:  # the step's first batch: it starts here
-                ahead = loader.fetch_ahead(self._later_micro_batches(loader))
+                ahead = loader.fetch_ahead(later_micro_batches(self, loader))
                 scope.begin(step, self.capture, lambda: [batch, *ahead], self._enter_strict)
                 self._window = len(ahead)
             self._advance(loader)
-
-    def _later_micro_batches(self, loader: TracedDataLoaderShard) -> int:
-        """How many more batches accelerate's ``accumulate`` feeds the step that starts with this one.
-
-        ``_do_sync`` counts micro-batches in ``self.step`` and syncs at every
-        ``num_steps``-th, or at the pass's last batch (``sync_with_dataloader``);
-        :meth:`TracedDataLoaderShard.fetch_ahead` stops there.
-        """
-        state = self.gradient_state
-        if state.sync_with_dataloader and loader.end_of_dataloader:
-            return 0
-        return (-(int(self.step) + 1)) % int(state.num_steps)
 
     def _in_window(self) -> bool:
         """True while the open step has micro-batches fetched ahead that the loop has not had."""
@@ -342,14 +321,14 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
         if scope is not None and scope.is_open and not self._in_window():
             # reading the dataset is no op of the step's: the tracer ends before it (strict
             # mode stays as it is, as in an untraced run)
-            scope.fail(_UNCOUNTED.format(n=self.gradient_state.num_steps))
+            scope.fail(UNCOUNTED.format(n=self.gradient_state.num_steps))
 
     def _gensyn_left_pass(self, loader: TracedDataLoaderShard) -> None:
         """The loop left the pass part way: the step it was in ends (strict mode too)."""
         scope = self._scope
         if scope is not None and scope.tracing:
             # the exception closing the iterator is not visible here: a traced step is ended
-            # with it by the excepthook, or with _LEFT when the run goes on
+            # with it by the excepthook, or with LEFT when the run goes on
             return
         self._end_step()
 
@@ -605,33 +584,3 @@ class Accelerator(accelerate.Accelerator):  # type: ignore[misc]
     def gensyn_epoch(self) -> int:
         """The epoch the next training batch belongs to (where a resumed loop starts)."""
         return int(self.gensyn_cursor["epoch"])
-
-
-def _step_scope(request: dict[str, Any]) -> StepScope:
-    """The run request's step scope."""
-    from coordinator.tasks import RunRequest
-    from plugins._hf.steps import StepScope
-
-    return StepScope(RunRequest.from_json(request))
-
-
-def _end_step_at_excepthook(acc: Accelerator) -> None:
-    """Install an ``excepthook`` that ends ``acc``'s step with the exception ending the script.
-
-    An exception in the user's own loss code (an ``OpTraceError`` among them)
-    may reach no accelerator hook: the step's scope records it before
-    :meth:`Accelerator._write_partial` runs, and strict mode is off before the
-    process's exit handlers run.
-    """
-    ref = weakref.ref(acc)
-    previous = sys.excepthook
-
-    def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
-        try:
-            live = ref()
-            if live is not None:
-                live._end_step(value)
-        finally:
-            previous(kind, value, tb)
-
-    sys.excepthook = hook

@@ -255,8 +255,8 @@ def test_batches_fetched_ahead_reach_the_loop_as_an_untraced_pass_gives_them() -
     """11 batches, 3 a step: steps of 3, 3, 3 and 2 (accelerate steps at the pass's last)."""
     import accelerate
 
-    from plugins._accel.accelerator import Accelerator
     from plugins._accel.data import TracedDataLoaderShard
+    from plugins._accel.steps import later_micro_batches
 
     acc = accelerate.Accelerator(cpu=True, gradient_accumulation_steps=3)
     model = torch.nn.Linear(1, 1)
@@ -277,7 +277,7 @@ def test_batches_fetched_ahead_reach_the_loop_as_an_untraced_pass_gives_them() -
             if self.window:
                 self.window -= 1
                 return
-            more = Accelerator._later_micro_batches(acc, loader)
+            more = later_micro_batches(acc, loader)
             self.window = len(loader.fetch_ahead(more))
             fetched.append(self.window)
 
