@@ -1,7 +1,8 @@
 """The sandbox that runs task code (DESIGN.md, "Trust boundaries").
 
 :class:`Sandbox` runs a command as the unprivileged ``gensyn-task`` user, in
-fresh namespaces with only ``lo``, under rlimits, in a scratch directory.
+fresh namespaces with only ``lo``, under rlimits, in a scratch directory;
+:class:`SandboxedExecutor` is how a node runs task code in it.
 """
 
 from coordinator.sandbox._errors import (
@@ -14,6 +15,7 @@ from coordinator.sandbox._errors import (
     SandboxTimeoutError,
     TaskFailedError,
 )
+from coordinator.sandbox._executor import SandboxedExecutor
 from coordinator.sandbox._sandbox import SANDBOX_SCRATCH, Limits, Sandbox, SandboxResult
 from coordinator.sandbox._user import DEFAULT_USER, TaskUser, ensure_user, lookup_user
 
@@ -30,6 +32,7 @@ __all__ = [
     "SandboxResult",
     "SandboxSetupError",
     "SandboxTimeoutError",
+    "SandboxedExecutor",
     "TaskFailedError",
     "TaskUser",
     "ensure_user",

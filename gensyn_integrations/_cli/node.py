@@ -41,23 +41,27 @@ def register(commands: Commands) -> None:
         p.add_argument(
             "--poll", type=float, default=1.0, help="seconds between chain polls (default 1)"
         )
+        p.add_argument("--sandbox", choices=("auto", "on", "off"), default="auto",
+                       help="run task code in the sandbox (task user, only lo, rlimits, a scratch "
+                            "folder): auto where it can be built (root on Linux), on or fail, off "
+                            "(default auto)")  # fmt: skip
 
 
 def _run(ctx: Context) -> int:
-    from coordinator.nodes._daemon import ROLES, run_forever
+    from coordinator.nodes._daemon import ROLES, run_forever, task_executor
     from coordinator.storage import LocalStore
-    from coordinator.tasks import SubprocessExecutor
     from gensyn_integrations._cli._chain import connect, load_signer
 
     _, protocol = connect(ctx)
     account = load_signer(ctx)
     role = ctx.args.role
     workdir = ctx.args.workdir or Path(".gensyn") / role
-    node = ROLES[role](
-        protocol, account, LocalStore(ctx.config.storage.path), SubprocessExecutor(), workdir
-    )
+    executor, how = task_executor(ctx.args.sandbox)
+    node = ROLES[role](protocol, account, LocalStore(ctx.config.storage.path), executor, workdir)
+    node.log(how)
     ctx.console().print(
-        f"{role} {account.address} on {protocol.client.chain_id}; state in {workdir}; Ctrl-C stops"
+        f"{role} {account.address} on {protocol.client.chain_id}; state in {workdir}; {how}; "
+        "Ctrl-C stops"
     )
     run_forever(node, poll=ctx.args.poll)
     return 0
