@@ -10,7 +10,8 @@ pickle), and their paths go back in the :class:`RunResult`.
 
 A step that cannot be traced (its code reads a tensor that is neither state,
 batch nor an earlier op's output, or draws random numbers between the capture
-and the step) is not an error of the run: :attr:`StepTrace.error` says why,
+and the step), or whose trace would not pass :func:`ree.optrace.check_links`
+(a batch tensor that no op reads), is not an error of the run: :attr:`StepTrace.error` says why,
 and the parties fall back to re-executing the whole step.
 
 The adversary hooks of the tests (``RunRequest.fault``) live here too, so a
@@ -36,7 +37,7 @@ from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_mod
 
 from coordinator.tasks import RunRequest
 from ree._state import StateTree
-from ree.optrace import OpTraceError, OpTracer, save_op_inputs
+from ree.optrace import OpTraceError, OpTracer, check_links, save_op_inputs
 
 __all__ = ["StepTrace", "fault_mode", "named_batch", "traced_step"]
 
@@ -154,6 +155,11 @@ def traced_step(req: RunRequest, state: StateTree, batch: Mapping[str, torch.Ten
     except OpTraceError as e:
         out.error = f"step {step} cannot be traced: {e}"
         return
+    if hit is None:  # an honest trace must pass the referee's own check, coverage included
+        bad = check_links(tracer.trace)
+        if bad is not None:  # e.g. a batch tensor no op reads (an unused key of a dict batch)
+            out.error = f"step {step}'s trace would not pass the link check: {bad.detail}"
+            return
     req.out_dir.mkdir(parents=True, exist_ok=True)
     path = req.out_dir / f"optrace-{step:08d}.json"
     path.write_bytes(tracer.trace.dumps())

@@ -7,9 +7,10 @@ the first op where the traces part; a party names the CID of that op's inputs
 (a safetensors file, ``ree.optrace.save_op_inputs``) with ``postOpInputs``.
 The drawn referee (:func:`judge_ops`):
 
-1. fetches both traces, checks each against its CID and its posted root; a
-   trace that cannot be fetched, or does not match what its party committed,
-   loses (the availability rule of level 3);
+1. fetches both traces, checks each against its CID and its posted root; when
+   either cannot be fetched or does not match what its party committed (an
+   honest party whose executor cannot trace the step posts its checkpoint), one
+   op cannot settle it and the referee re-executes the whole step;
 2. runs :func:`ree.optrace.referee` against the agreed pre-state root: the
    links up to the divergence, then that ONE op re-executed from inputs whose
    hashes both traces agree on;
@@ -57,8 +58,7 @@ class OpJudgement:
     """The referee's ruling at the operator level."""
 
     defender_wins: bool
-    op: int | None  # the first bad op (None: a trace was missing or malformed as a whole;
-    # the ruling is then ``rule``, since ``ruleOp`` names an op)
+    op: int | None  # the first bad op (None: no op named; the ruling is then ``rule``)
     finding: str
     ops_executed: int
     records: int  # ops in the honest-looking trace: the step's size, for "ops vs a step"
@@ -133,15 +133,13 @@ def judge_ops(*, store: BlobStore, traces: dict[str, tuple[str, bytes]], state_r
     for party, (cid, root) in traces.items():
         try:
             got[party] = fetch_op_trace(store, cid, root)
-        except Exception as e:  # unavailable, CID or root mismatch, not a trace: that party loses
+        except Exception as e:  # unavailable, CID or root mismatch, not a trace
             missing[party] = f"{type(e).__name__}: {e}"
-    if len(missing) == 2:
-        raise OpLevelError(f"neither op trace is usable: {missing}")
     if missing:
-        ((party, why),) = missing.items()
-        honest = got[DEFENDER if party == CHALLENGER else CHALLENGER]
-        return OpJudgement(party == CHALLENGER, None, "trace unavailable or not as committed", 0,
-                           honest.n, f"{party}: {why}")  # fmt: skip
+        # One trace alone proves nothing: its ops are only checked against the other's (an
+        # honest party whose executor cannot trace the step posts its checkpoint instead), so
+        # a missing or unusable trace sends the referee to the whole step, never to a verdict.
+        raise OpLevelError(f"no op-level ruling without both traces: {missing}")
     d, c = got[DEFENDER], got[CHALLENGER]
     if batch is None:
         if d.batch_root != c.batch_root or d.batch_n != c.batch_n:

@@ -279,11 +279,12 @@ class Node:
 
     def op_evidence(
         self, did: int, d: dict[str, Any]
-    ) -> tuple[dict[str, tuple[str, bytes]], list[tuple[int, str]]]:
-        """Each party's posted (CID, root) for the disputed step, and the posted (op, inputs CID)s."""
+    ) -> tuple[dict[str, tuple[str, bytes]], list[tuple[str, int, str]]]:
+        """Each party's posted (CID, root) for the disputed step, and the posted
+        (party, op, CID)s of op inputs (``op == NO_OP``: that party's pre-state checkpoint)."""
         poller = EventPoller(self.p.client, [self.p.game], from_block=self.p.deployment.block)
         traces: dict[str, tuple[str, bytes]] = {}
-        inputs: list[tuple[int, str]] = []
+        inputs: list[tuple[str, int, str]] = []
         for e in poller.poll():
             if e.args.get("disputeId") != did:
                 continue
@@ -291,15 +292,18 @@ class Node:
             if e.name == "OpTracePosted":
                 traces[role] = (e.args["cid"], bytes(e.args["root"]))
             elif e.name == "OpInputsPosted":
-                inputs.append((int(e.args["op"]), e.args["cid"]))
+                inputs.append((role, int(e.args["op"]), e.args["cid"]))
         return traces, inputs
 
     def post_op_trace(self, did: int, d: dict[str, Any], pr: PartyRun, bit: int) -> None:
         """Post this party's operator trace of the disputed step (its checkpoint if untraceable)."""
         steps, step = d["steps"], int(d["step"])
-        run = pr.op_trace(step, steps)
-        if run.op_trace is None:
+        try:
+            run = pr.op_trace(step, steps)
             why = run.op_trace_error or "its executor records no operator traces"
+        except Exception as e:  # noqa: BLE001 - a traced run that cannot finish: the step decides
+            run, why = None, f"{type(e).__name__}: {e}"
+        if run is None or run.op_trace is None:
             self.log(f"dispute {did}: no op trace of step {step} ({why}); posting the checkpoint")
             ck = pr.checkpoint_before(step, steps)
             cid = put_checked(self.store, ck.read_bytes())
@@ -311,10 +315,12 @@ class Node:
         self.post_op_inputs(did, self.p.get_dispute(did))  # the second trace opens the ruling
 
     def post_op_inputs(self, did: int, d: dict[str, Any]) -> bool:
-        """Once both traces are up: post the inputs of the first op where they part, and the
-        pre-state checkpoint (for a referee that must re-execute the whole step)."""
-        key = f"opinputs:{did}"
-        if key in self.state.done or Stage(d["stage"]) not in (Stage.RULING, Stage.AWAIT_REFEREE):
+        """Once both traces are up: post the inputs of the first op where they part, then the
+        pre-state checkpoint (for a referee sent to the whole step), which also tells the
+        referee this party is done. Each post is recorded once it is on chain, so a restart
+        redoes only what is missing."""
+        inputs_key, done_key = f"opinputs:{did}", f"opdone:{did}"
+        if done_key in self.state.done or Stage(d["stage"]) not in (Stage.RULING, Stage.AWAIT_REFEREE):
             return False
         role = "defender" if self.address == d["defender"] else "challenger"
         other = "challenger" if role == "defender" else "defender"
@@ -322,25 +328,37 @@ class Node:
         traces, _ = self.op_evidence(did, d)
         if pr is None or role not in traces:
             return False
-        self.state.done.append(key)
-        self.save()
-        try:
-            mine = fetch_op_trace(self.store, *traces[role])
-        except Exception:  # noqa: BLE001 - we posted a checkpoint, not a trace: the step decides
-            return False
         steps, step = d["steps"], int(d["step"])
-        try:
-            theirs = fetch_op_trace(self.store, *traces[other]) if other in traces else None
-        except Exception as e:  # noqa: BLE001 - their trace is unusable: it loses at the referee
-            self.log(f"dispute {did}: the {other}'s op trace is unusable ({e})")
-            theirs = None
-        div = None if theirs is None else first_divergence(mine, theirs)
-        if div is not None:
-            run = pr.op_trace(step, steps, keep=(div,))
-            if div in run.op_inputs:
-                cid = put_checked(self.store, run.op_inputs[div].read_bytes())
-                self.p.post_op_inputs(self.account, did, div, cid)
-                self.log(f"dispute {did}: the traces part at op {div}; posted its inputs ({cid})")
+        if inputs_key not in self.state.done:
+            try:
+                self._post_divergent_inputs(did, pr, step, steps, traces[role], traces.get(other))
+            except ChainError:
+                raise
+            except Exception as e:  # noqa: BLE001 - no inputs from us: the referee uses the step
+                self.log(f"dispute {did}: no op inputs posted ({type(e).__name__}: {e})")
+            self.state.done.append(inputs_key)
+            self.save()
         ck = pr.checkpoint_before(step, steps)
         self.p.post_op_inputs(self.account, did, NO_OP, put_checked(self.store, ck.read_bytes()))
+        self.state.done.append(done_key)
+        self.save()
         return True
+
+    def _post_divergent_inputs(self, did: int, pr: PartyRun, step: int, steps: int,
+                               mine_at: tuple[str, bytes],
+                               theirs_at: tuple[str, bytes] | None) -> None:  # fmt: skip
+        try:
+            mine = fetch_op_trace(self.store, *mine_at)
+        except Exception:  # noqa: BLE001 - we posted our checkpoint, not a trace: the step decides
+            return
+        if theirs_at is None:
+            return
+        theirs = fetch_op_trace(self.store, *theirs_at)
+        div = first_divergence(mine, theirs)
+        if div is None:
+            return
+        run = pr.op_trace(step, steps, keep=(div,))
+        if div in run.op_inputs:
+            cid = put_checked(self.store, run.op_inputs[div].read_bytes())
+            self.p.post_op_inputs(self.account, did, div, cid)
+            self.log(f"dispute {did}: the traces part at op {div}; posted its inputs ({cid})")

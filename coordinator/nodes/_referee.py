@@ -19,8 +19,8 @@ from coordinator.dispute import NO_OP, OpJudgement, OpLevelError, judge_ops, jud
 from coordinator.nodes._base import Node
 from coordinator.tasks import TaskSpec
 
-INPUT_WAIT_TICKS = 3  # ticks a drawn referee waits for the divergent op's inputs
-INPUT_WAIT_MARGIN = 60  # seconds of the ruling window it never waits into
+INPUT_WAIT_TICKS = 3  # ticks of the wait for the parties' evidence that count as busy
+INPUT_WAIT_MARGIN = 60  # seconds of the ruling window the referee never waits into
 
 
 class Referee(Node):
@@ -28,10 +28,11 @@ class Referee(Node):
 
     role = "referee"
     _waited: dict[str, int]
+    _window: int | None
 
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
-        self._waited = {}
+        self._waited, self._window = {}, None
 
     def start(self) -> None:
         """Join the referee pool (once), then the usual start."""
@@ -43,36 +44,50 @@ class Referee(Node):
             self.log(f"referee pool: {e.error}")
 
     def evidence(self, did: int, d: dict[str, Any]) -> list[str]:
-        """The CIDs both parties posted for the disputed step: traces or checkpoints, then inputs."""
+        """The CIDs both parties posted for the disputed step: traces or checkpoints, then their
+        pre-state checkpoints (the latest of each party)."""
         traces, inputs = self.op_evidence(did, d)
-        return [cid for cid, _ in traces.values()] + [cid for op, cid in inputs if op == NO_OP]
+        latest = {role: cid for role, op, cid in inputs if op == NO_OP}
+        return [cid for cid, _ in traces.values()] + list(latest.values())
 
     def judge_at_op(self, did: int, d: dict[str, Any], spec: TaskSpec) -> OpJudgement | None:
         """The op-level ruling, or None when one op cannot settle this dispute (then: the step)."""
         traces, inputs = self.op_evidence(did, d)
         if len(traces) != 2:
             return None
+        named = {role: cid for role, op, cid in inputs if op != NO_OP}  # the latest of each party
         try:
             return judge_ops(store=self.store, traces=traces, state_root=d["agreed"].hex(),
-                             input_cids=[cid for op, cid in inputs if op != NO_OP],
+                             input_cids=list(named.values()),
                              workdir=self.workdir / "disputes" / str(did),
                              mode=spec.ree_mode, task_fingerprint=spec.fingerprint, seed=spec.seed)  # fmt: skip
         except OpLevelError as e:
             self.log(f"dispute {did}: not at one op ({e}); re-executing the step")
-            return None
+        except Exception as e:  # noqa: BLE001 - whatever breaks at the op, the step still decides
+            self.log(f"dispute {did}: the op-level check failed ({type(e).__name__}: {e}); "
+                     "re-executing the step")  # fmt: skip
+        return None
 
-    def wait_for_inputs(self, did: int, d: dict[str, Any], key: str) -> bool:
-        """True while this referee gives the parties a few more ticks to post their level-3
-        evidence (the second trace and its poster's inputs come in one tick, the first poster's
-        on its next), so that one op, not the whole step, settles the dispute when it can."""
+    def wait_for_inputs(self, did: int, d: dict[str, Any], key: str) -> bool | None:
+        """Whether to hold the ruling for the parties' level-3 evidence: None to rule now, else
+        the tick's "busy" flag. The parties post the divergent op's inputs, then their pre-state
+        checkpoint (which says they are done); this referee waits for both parties' checkpoints
+        for at most a quarter of its window (chain time), so that one op, not the whole step,
+        settles the dispute when it can. The first few ticks count as busy (a harness that
+        moves time when everyone idles gives the parties those rounds); later ones do not (a
+        daemon sleeps its poll interval between them)."""
         _, inputs = self.op_evidence(did, d)
-        if any(op != NO_OP for op, _ in inputs) or sum(op == NO_OP for op, _ in inputs) >= 2:
-            return False  # the divergent op's inputs are up, or both parties are done
+        if {role for role, op, _ in inputs if op == NO_OP} >= {"defender", "challenger"}:
+            return None
+        if self._window is None:
+            self._window = int(self.p.client.call(self.p.game.functions.refereeTimeout()))
+        drawn_at = int(d["deadline"]) - self._window
+        now = self.p.client.now()
+        if now >= drawn_at + self._window // 4 or now + INPUT_WAIT_MARGIN >= d["deadline"]:
+            return None
         waited = self._waited.get(key, 0)
-        if waited >= INPUT_WAIT_TICKS or self.p.client.now() + INPUT_WAIT_MARGIN >= d["deadline"]:
-            return False
         self._waited[key] = waited + 1
-        return True
+        return waited < INPUT_WAIT_TICKS
 
     def verdict(self, defender_wins: bool) -> bool:
         """The verdict to post for a judgement (a test's bribed referee inverts it)."""
@@ -96,8 +111,9 @@ class Referee(Node):
                 )
                 self.state.done.append(key)
                 continue
-            if self.wait_for_inputs(did, d, key):
-                did_any = True  # busy: the parties are expected to move within these ticks
+            wait = self.wait_for_inputs(did, d, key)
+            if wait is not None:
+                did_any = did_any or wait
                 continue
             op = self.judge_at_op(did, d, b.spec)
             if op is not None:

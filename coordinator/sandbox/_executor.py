@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -29,6 +31,7 @@ from coordinator.tasks import RunRequest, RunResult, TaskRunError
 
 INSIDE = Path(SANDBOX_SCRATCH)
 _PACKAGES = ("coordinator", "gensyn_integrations", "plugins", "ree")
+MAX_RESULT_BYTES = 64 << 20
 
 
 def source_roots() -> tuple[str, ...]:
@@ -79,6 +82,7 @@ class SandboxedExecutor:
                 raise TaskRunError(f"the sandbox could not run the task: {e}") from e
             if not res.ok or not (scratch / "result.json").exists():
                 raise TaskRunError(f"the executor in the sandbox did not finish: {res.error()}")
+            _only_plain_files(scratch / "out", scratch / "result.json")
             try:
                 result = RunResult.from_json(json.loads((scratch / "result.json").read_text()))
             except (ValueError, KeyError, TypeError) as e:
@@ -92,6 +96,21 @@ class SandboxedExecutor:
             return _rebase(result, INSIDE / "out", request.out_dir)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _only_plain_files(out: Path, result: Path) -> None:
+    """Refuse anything the task left that is not a plain file or folder: a symlink moved back
+    and read by the node would read the node's files (``/proc/self/environ`` holds its key),
+    a FIFO or device would hang it."""
+    for p in [result, out, *out.rglob("*")]:
+        st = os.lstat(p)
+        if not (stat.S_ISREG(st.st_mode) or (p != result and stat.S_ISDIR(st.st_mode))):
+            raise TaskRunError(
+                f"the sandboxed run left {p.name!r}, which is not a plain file; task code must not "
+                "replace its outputs (a symlink, FIFO or device is refused)"
+            )
+    if os.lstat(result).st_size > MAX_RESULT_BYTES:
+        raise TaskRunError(f"the sandboxed run's result is over {MAX_RESULT_BYTES} bytes")
 
 
 def _rebase(result: RunResult, inside: Path, outside: Path) -> RunResult:

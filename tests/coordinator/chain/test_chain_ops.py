@@ -27,6 +27,7 @@ from coordinator.dispute import (
     put_op_trace,
 )
 from coordinator.storage import LocalStore
+from coordinator.tasks import put_checked
 from ree.optrace import CHALLENGER, DEFENDER
 from tests.coordinator.chain.chain_helpers import (
     STAKE,
@@ -158,19 +159,21 @@ def test_ruling_names_the_first_bad_op_on_chain(
     world.check_conservation()
 
 
-def test_a_withheld_op_trace_loses(world: World, tmp_path: Path) -> None:
+def test_one_trace_alone_settles_nothing_at_the_op(world: World, tmp_path: Path) -> None:
+    """A missing or mismatching trace sends the referee to the whole step: a lone trace's ops
+    are checked against nothing (and an honest party that cannot trace posts its checkpoint,
+    which must not lose to any trace the other side makes up)."""
     store = LocalStore(tmp_path / "store")
     good = honest(0).trace
     cid, root = put_op_trace(store, good)
-    j = judge_ops(store=store, traces={DEFENDER: ("bafkreiaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", sha(b"x")),
-                                       CHALLENGER: (cid, root)},
-                  state_root=good.state_root, input_cids=[], workdir=tmp_path)  # fmt: skip
-    assert not j.defender_wins
-    assert j.ops_executed == 0
-    # a posted root that is not the stored trace's root is as good as no trace
-    j = judge_ops(store=store, traces={DEFENDER: (cid, root), CHALLENGER: (cid, sha(b"other"))},
-                  state_root=good.state_root, input_cids=[], workdir=tmp_path)  # fmt: skip
-    assert j.defender_wins
+    ck = put_checked(store, b"safetensors checkpoint bytes, not a trace")
+    for other in (("bafkreiaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", sha(b"x")),
+                  (ck, sha(b"claimed post-state root")), (cid, sha(b"other"))):  # fmt: skip
+        for traces in ({DEFENDER: other, CHALLENGER: (cid, root)},
+                       {DEFENDER: (cid, root), CHALLENGER: other}):  # fmt: skip
+            with pytest.raises(OpLevelError, match="without both traces"):
+                judge_ops(store=store, traces=traces, state_root=good.state_root, input_cids=[],
+                          workdir=tmp_path)  # fmt: skip
 
 
 def test_device_mode_referee_must_match_the_fingerprint(tmp_path: Path) -> None:

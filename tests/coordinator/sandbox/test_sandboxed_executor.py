@@ -153,3 +153,30 @@ def test_as_root_a_node_runs_task_code_in_the_sandbox(sandbox: Sandbox) -> None:
         ex, how = task_executor(choice)
         assert isinstance(ex, SandboxedExecutor), how
         assert "in the sandbox" in how
+
+
+def test_outputs_replaced_by_links_or_fifos_are_refused(sandboxed: SandboxedExecutor,
+                                                        tmp_path: Path) -> None:  # fmt: skip
+    """Task code that swaps a checkpoint for a symlink to /proc/self/environ (the node's
+    environment holds its key, once the node reads it) or for a FIFO (the node would hang)
+    gets a TaskRunError, and nothing comes back."""
+    for kind, make in (("symlink", "os.symlink('/proc/self/environ', p)"),
+                       ("fifo", "os.mkfifo(p)")):  # fmt: skip
+        code = JOB.read_text() + f'''
+
+def swap(**kw):
+    import atexit, glob, os
+
+    def at_exit():
+        for p in glob.glob("/tmp/scratch/out/step-*.safetensors"):
+            os.remove(p)
+            {make}
+    atexit.register(at_exit)
+    return build(**kw)
+'''
+        b = _bundle(tmp_path / kind, code)
+        spec = TaskSpec(entry="tiny_job:swap", code=("tiny_job.py",), steps=2, batch_size=8,
+                        commit_interval=1, budget=1, bond=1)  # fmt: skip
+        with pytest.raises(TaskRunError, match="not a plain file"):
+            sandboxed.run(RunRequest(spec, b, tmp_path / kind / "out", end_step=2))
+        assert not (tmp_path / kind / "out").exists()
