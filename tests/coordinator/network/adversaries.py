@@ -58,6 +58,25 @@ class InconsistentTraceSolver(UlpSolver):
         return {"inconsistent_op": [self.k, self.op]}
 
 
+class UntraceableSolver(Solver):
+    """An honest solver whose executor cannot trace a step (a tensor from outside the step,
+    an Accelerate loop that accumulates by hand): in a dispute it posts its checkpoint."""
+
+    def party_run(self, task_id: int) -> Any:
+        pr = super().party_run(task_id)
+        if pr is not None and not getattr(pr, "_untraceable", False):
+            real = pr.op_trace
+
+            def op_trace(step: int, steps: int, keep: tuple[int, ...] = ()) -> RunResult:
+                run = real(step, steps, keep)
+                return dataclasses.replace(run, op_trace=None, op_inputs={},
+                                           op_trace_error="this executor cannot trace the step")  # fmt: skip
+
+            pr.op_trace = op_trace  # type: ignore[method-assign]
+            pr._untraceable = True  # type: ignore[attr-defined]
+        return pr
+
+
 class Copier(Solver):
     """Copies the other replica's commitment, then tries to reveal the other's result as its own."""
 

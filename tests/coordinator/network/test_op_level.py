@@ -8,12 +8,17 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from coordinator.chain import Outcome
+from coordinator.chain import Outcome, SlotState
 from coordinator.dispute import NO_OP
 from coordinator.nodes import Referee, Solver
 from coordinator.tasks import RunRequest
 from ree.optrace import OpTrace
-from tests.coordinator.network.adversaries import InconsistentTraceSolver, UlpSolver
+from tests.coordinator.network.adversaries import (
+    InconsistentTraceSolver,
+    LyingChallenger,
+    UlpSolver,
+    UntraceableSolver,
+)
 from tests.coordinator.network.net import BOND, JOB, STAKE, Net, executor
 
 STEPS, CI, K = 8, 2, 5
@@ -93,5 +98,26 @@ def test_an_inconsistent_trace_loses_on_its_links(net: Net, tmp_path: Path) -> N
     log = _referee_log(net)
     assert "a dataflow link does not hold" in log, log
     assert net.client.receipt(tid).outcome == "verified"
+    net.withdraw_everything()
+    net.check_conservation()
+
+
+def test_an_honest_solver_that_cannot_trace_still_wins(net: Net) -> None:
+    """It posts its checkpoint where a trace goes; the liar's trace alone proves nothing, so the
+    referee re-executes the step, and the liar loses (it used to win on "trace unavailable")."""
+    honest = net.add(UntraceableSolver)
+    liar = net.add(LyingChallenger)
+    for _ in range(2):
+        net.add(Referee)
+    tid = net.submit(steps=STEPS, commit_interval=CI)
+    net.drive(tid)
+    (d,) = _disputes(net)
+    assert Outcome(d["outcome"]) == Outcome.DEFENDER_WON, net.logs()
+    assert d["badOp"] == 0  # no op named: the whole step decided
+    log = _referee_log(net)
+    assert "no op-level ruling without both traces" in log, log
+    assert net.p.get_slot(tid, 0)["state"] == SlotState.PAID
+    assert net.p.stake_of(liar.address)["staked"] == STAKE - BOND
+    assert net.p.stake_of(honest.address)["staked"] == STAKE
     net.withdraw_everything()
     net.check_conservation()
