@@ -123,7 +123,7 @@ def check_links(trace: OpTrace, upto: int | None = None) -> LinkFailure | None:
     batch_root = bytes.fromhex(trace.batch_root)
     last = len(trace.records) - 1 if upto is None else min(upto, len(trace.records) - 1)
     used: set[int] = set()
-    started: set[str] = set()  # micro-batches read so far
+    started: set[tuple[int, str]] = set()  # micro-batches read so far
     draws: dict[str, OpRecord] = {}  # generator -> the last random op drawing from it
     for r in trace.records[: last + 1]:
         if r.rng and not r.inputs:
@@ -139,12 +139,13 @@ def check_links(trace: OpTrace, upto: int | None = None) -> LinkFailure | None:
                 # micro-batches (the leaf name's first component) must start in order; the
                 # tensors of one micro-batch may be read in any order (a loss may read its
                 # labels before the model reads its inputs)
-                group = (inp.link.name or "").split("/")[0]
+                name = (inp.link.name or "").split("/")[0]
+                group = (len(name), name)  # "mb10" after "mb9", as the batch is consumed
                 if group not in started and started and group < max(started):
                     return LinkFailure(
                         r.index,
                         Finding.COVERAGE,
-                        f"op {r.index} first reads micro-batch {group!r} (leaf "
+                        f"op {r.index} first reads micro-batch {name!r} (leaf "
                         f"{inp.link.name!r}) after a later one: the batch was read out of order",
                     )
                 started.add(group)
