@@ -117,7 +117,7 @@ class Referee(Node):
                 continue
             op = self.judge_at_op(did, d, b.spec)
             if op is not None:
-                if op.op is None:  # a trace missing or not as committed: no op to name
+                if op.op is None:  # a header that misses the agreed roots: no op to name
                     self.p.rule(self.account, did, self.verdict(op.defender_wins))
                 else:
                     self.p.rule_op(self.account, did, self.verdict(op.defender_wins), op.op)
