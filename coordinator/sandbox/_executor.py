@@ -82,11 +82,12 @@ class SandboxedExecutor:
                 raise TaskRunError(f"the sandbox could not run the task: {e}") from e
             if not res.ok or not (scratch / "result.json").exists():
                 raise TaskRunError(f"the executor in the sandbox did not finish: {res.error()}")
-            _only_plain_files(scratch / "out", scratch / "result.json")
+            _plain_result(scratch / "result.json")
             try:
                 result = RunResult.from_json(json.loads((scratch / "result.json").read_text()))
             except (ValueError, KeyError, TypeError) as e:
                 raise TaskRunError(f"the sandboxed executor wrote an unreadable result: {e}") from e
+            _only_plain_files(scratch / "out", _named(result, INSIDE / "out", scratch / "out"))
             request.out_dir.mkdir(parents=True, exist_ok=True)
             for p in (scratch / "out").iterdir():
                 dest = request.out_dir / p.name
@@ -98,19 +99,44 @@ class SandboxedExecutor:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _only_plain_files(out: Path, result: Path) -> None:
-    """Refuse anything the task left that is not a plain file or folder: a symlink moved back
-    and read by the node would read the node's files (``/proc/self/environ`` holds its key),
-    a FIFO or device would hang it."""
-    for p in [result, out, *out.rglob("*")]:
-        st = os.lstat(p)
-        if not (stat.S_ISREG(st.st_mode) or (p != result and stat.S_ISDIR(st.st_mode))):
-            raise TaskRunError(
-                f"the sandboxed run left {p.name!r}, which is not a plain file; task code must not "
-                "replace its outputs (a symlink, FIFO or device is refused)"
-            )
-    if os.lstat(result).st_size > MAX_RESULT_BYTES:
+def _plain_result(result: Path) -> None:
+    st = os.lstat(result)
+    if not stat.S_ISREG(st.st_mode):
+        raise TaskRunError("the sandboxed run's result.json is not a plain file")
+    if st.st_size > MAX_RESULT_BYTES:
         raise TaskRunError(f"the sandboxed run's result is over {MAX_RESULT_BYTES} bytes")
+
+
+def _named(result: RunResult, inside: Path, here: Path) -> set[Path]:
+    """The files ``result`` names, at their places in the scratch folder (others: see _rebase)."""
+    paths = [*result.checkpoints.values(), *result.op_inputs.values()]
+    if result.op_trace is not None:
+        paths.append(result.op_trace)
+    return {here / Path(p).relative_to(inside) for p in paths if Path(p).is_relative_to(inside)}
+
+
+def _only_plain_files(out: Path, named: set[Path]) -> None:
+    """Keep only plain files and folders of what the task left: a symlink moved back and read
+    by the node would read the node's own files (``/proc/self/environ`` holds its key), a FIFO
+    or device would hang it. Such an entry is dropped (an executor may leave links to the
+    bundle in its work folder); a file the result names must be a plain file left in place."""
+    for root, dirs, files in os.walk(out, followlinks=False):
+        for name in [*dirs, *files]:
+            p = Path(root) / name
+            if not stat.S_ISREG(os.lstat(p).st_mode) and not stat.S_ISDIR(os.lstat(p).st_mode):
+                p.unlink()
+                if name in dirs:
+                    dirs.remove(name)
+    for p in sorted(named):
+        try:
+            plain = stat.S_ISREG(os.lstat(p).st_mode)
+        except OSError:
+            plain = False
+        if not plain:
+            raise TaskRunError(
+                f"the sandboxed run's result names {p.name!r}, which it did not leave as a plain "
+                "file; task code must not replace its outputs (a symlink, FIFO or device is refused)"
+            )
 
 
 def _rebase(result: RunResult, inside: Path, outside: Path) -> RunResult:

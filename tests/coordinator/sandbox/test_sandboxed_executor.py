@@ -159,7 +159,8 @@ def test_outputs_replaced_by_links_or_fifos_are_refused(sandboxed: SandboxedExec
                                                         tmp_path: Path) -> None:  # fmt: skip
     """Task code that swaps a checkpoint for a symlink to /proc/self/environ (the node's
     environment holds its key, once the node reads it) or for a FIFO (the node would hang)
-    gets a TaskRunError, and nothing comes back."""
+    gets a TaskRunError, and nothing comes back; links the run leaves beside its outputs (an
+    executor's work folder links the bundle's files) are dropped, never moved back."""
     for kind, make in (("symlink", "os.symlink('/proc/self/environ', p)"),
                        ("fifo", "os.mkfifo(p)")):  # fmt: skip
         code = JOB.read_text() + f'''
@@ -177,6 +178,23 @@ def swap(**kw):
         b = _bundle(tmp_path / kind, code)
         spec = TaskSpec(entry="tiny_job:swap", code=("tiny_job.py",), steps=2, batch_size=8,
                         commit_interval=1, budget=1, bond=1)  # fmt: skip
-        with pytest.raises(TaskRunError, match="not a plain file"):
+        with pytest.raises(TaskRunError, match="did not leave as a plain file"):
             sandboxed.run(RunRequest(spec, b, tmp_path / kind / "out", end_step=2))
         assert not (tmp_path / kind / "out").exists()
+
+
+def test_links_left_beside_the_outputs_are_dropped(sandboxed: SandboxedExecutor,
+                                                   tmp_path: Path) -> None:  # fmt: skip
+    code = JOB.read_text() + '''
+
+def link(**kw):
+    import atexit, os
+    atexit.register(lambda: os.symlink("/proc/self/environ", "/tmp/scratch/out/extra"))
+    return build(**kw)
+'''
+    spec = TaskSpec(entry="tiny_job:link", code=("tiny_job.py",), steps=2, batch_size=8,
+                    commit_interval=1, budget=1, bond=1)  # fmt: skip
+    res = sandboxed.run(RunRequest(spec, _bundle(tmp_path, code), tmp_path / "out", end_step=2))
+    assert sorted(res.checkpoints) == [0, 1, 2]
+    assert not (tmp_path / "out" / "extra").is_symlink()
+    assert all(not p.is_symlink() for p in (tmp_path / "out").rglob("*"))
