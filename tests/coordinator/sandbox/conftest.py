@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,3 +35,34 @@ def keystore() -> Iterator[Path]:
         yield secret
     finally:
         shutil.rmtree(folder)
+
+
+@pytest.fixture
+def host_server() -> Iterator[int]:
+    """A TCP server on the host's 127.0.0.1 that answers b"host" (stands for anvil or the store)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(4)
+    sock.settimeout(0.2)
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                conn, _ = sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.sendall(b"host")
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        done.set()
+        thread.join(timeout=5)
+        sock.close()
+        assert not thread.is_alive()

@@ -5,10 +5,8 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,37 +28,6 @@ PY = sys.executable
 
 def _py(sandbox: Sandbox, code: str, scratch: Path, limits: Limits | None = None):  # type: ignore[no-untyped-def]
     return sandbox.run([PY, "-I", "-c", code], scratch, limits=limits)
-
-
-@pytest.fixture
-def host_server() -> Iterator[int]:
-    """A TCP server on the host's 127.0.0.1 that answers b"host" (stands for anvil or the store)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(4)
-    sock.settimeout(0.2)
-    done = threading.Event()
-
-    def serve() -> None:
-        while not done.is_set():
-            try:
-                conn, _ = sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            conn.sendall(b"host")
-            conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        done.set()
-        thread.join(timeout=5)
-        sock.close()
-        assert not thread.is_alive()
 
 
 def test_a_torch_task_runs_unprivileged_and_writes_to_scratch(sandbox: Sandbox, tmp_path: Path) -> None:

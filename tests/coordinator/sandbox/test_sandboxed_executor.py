@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import shutil
 import socket
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -63,44 +61,16 @@ def test_a_sandboxed_run_equals_the_in_process_run(sandboxed: SandboxedExecutor,
     assert traced.op_inputs[4].exists()
 
 
-@pytest.fixture
-def host_port() -> Iterator[int]:
-    """A server on the host's 127.0.0.1, standing for anvil or the store."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(4)
-    sock.settimeout(0.2)
-    done = threading.Event()
-
-    def serve() -> None:
-        while not done.is_set():
-            try:
-                conn, _ = sock.accept()
-            except OSError:
-                continue
-            conn.sendall(b"host")
-            conn.close()
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        done.set()
-        t.join(timeout=5)
-        sock.close()
-
-
 def test_task_code_cannot_dial_the_host_or_read_the_keystore(
-    sandboxed: SandboxedExecutor, tmp_path: Path, host_port: int, keystore: Path
+    sandboxed: SandboxedExecutor, tmp_path: Path, host_server: int, keystore: Path
 ) -> None:
-    with socket.create_connection(("127.0.0.1", host_port), timeout=5) as c:  # the host can
+    with socket.create_connection(("127.0.0.1", host_server), timeout=5) as c:  # the host can
         assert c.recv(4) == b"host"
     sneaky = JOB.read_text() + f'''
 
 def dial(**kw):
     import socket
-    socket.create_connection(("127.0.0.1", {host_port}), timeout=5).recv(4)
+    socket.create_connection(("127.0.0.1", {host_server}), timeout=5).recv(4)
     return build(**kw)
 
 
