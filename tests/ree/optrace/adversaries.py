@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import _disable_current_modes
 
 from ree.optrace import OpTrace, OpTracer, batch_tree
 from tests.ree.optrace.steps import make_job, trace_step
@@ -70,6 +71,20 @@ class UlpTracer(OpTracer):
             first = out[0] if isinstance(out, tuple | list) else out
             if first.is_floating_point() and first.numel():
                 _nudge(first, random.Random(self.seed))
+        return out
+
+
+class StrictUlp(OpTracer):
+    """Nudges op ``target``'s output by one ulp (the nudge itself below strict mode)."""
+
+    target = -1
+    seed = 0
+
+    def _execute(self, index: int, func: Any, args: Any, kwargs: Any) -> Any:
+        out = func(*args, **kwargs)
+        if index == self.target:
+            with _disable_current_modes():
+                _nudge(out[0] if isinstance(out, tuple | list) else out, random.Random(self.seed))
         return out
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import random
 import subprocess
 import sys
 import textwrap
@@ -23,7 +22,6 @@ from typing import Any
 
 import pytest
 import torch
-from torch.utils._python_dispatch import _disable_current_modes
 
 import ree
 from ree._encoding import leaf_hash
@@ -46,7 +44,7 @@ from ree.optrace import (
     save_op_inputs,
 )
 from ree.strict import current_mode
-from tests.ree.optrace.adversaries import _nudge
+from tests.ree.optrace.adversaries import StrictUlp
 from tests.ree.optrace.steps import _batch, run_step, trace_step
 
 BERNOULLI = "aten.bernoulli_.float"
@@ -81,20 +79,6 @@ def trace(seed: int, cls: type[OpTracer] = OpTracer, keep: tuple[int, ...] = ())
         with tracer:
             run_step(model, opt, batch)
     return tracer
-
-
-class StrictUlp(OpTracer):
-    """Nudges op ``target``'s output by one ulp (the nudge itself below strict mode)."""
-
-    target = -1
-    seed = 0
-
-    def _execute(self, index: int, func: Any, args: Any, kwargs: Any) -> Any:
-        out = func(*args, **kwargs)
-        if index == self.target:
-            with _disable_current_modes():
-                _nudge(out[0] if isinstance(out, tuple | list) else out, random.Random(self.seed))
-        return out
 
 
 @cache
