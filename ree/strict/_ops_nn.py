@@ -16,7 +16,7 @@ import torch
 
 from ree._errors import NondeterminismError
 from ree.strict import _transcend as tr
-from ree.strict._chunk import map_elementwise, map_rows
+from ree.strict._chunk import map_elementwise, map_rows, reduce_rows
 from ree.strict._reduce import tree_mean, tree_sum, tree_sum64, tree_var64
 from ree.strict._registry import f64, handles, require_f32
 
@@ -414,24 +414,28 @@ def _pow_st(ctx: Any, base: Any, p: torch.Tensor) -> torch.Tensor:
 # -- softmax ------------------------------------------------------------------------------
 
 
-def _softmax64(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``e = exp(x - max)``, its fixed-order sum ``s`` and the max, all float64."""
+def _shifted_exp(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``e = exp(x - max)`` of float32 rows, and the max, both float64."""
     x64 = f64(x)
-    m = x64.amax(dim, keepdim=True)
+    m = x64.amax(-1, keepdim=True)
     # a row of -inf has max -inf; shift by 0 there so it gives nan like torch, not a crash
     m = torch.where(torch.isinf(m), torch.zeros_like(m), m)
-    e = tr.exp(x64 - m)
-    return e, tree_sum64(e, dim, keepdim=True), m
+    return tr.exp(x64.sub_(m)), m
 
 
 def _softmax_rows(x: torch.Tensor) -> torch.Tensor:
-    e, s, _ = _softmax64(x, -1)
-    return e / s
+    e, _ = _shifted_exp(x)
+    return e.div_(tree_sum64(e, -1, keepdim=True))
 
 
-def _log_softmax_rows(x: torch.Tensor) -> torch.Tensor:
-    _, s, m = _softmax64(x, -1)
-    return (f64(x) - m) - tr.log(s)
+def _max_sum_rows(x: torch.Tensor) -> torch.Tensor:
+    """Each row's max and the fixed-order sum of ``exp(x - max)``, as a (rows, 2) float64 tensor."""
+    e, m = _shifted_exp(x)
+    return torch.cat([m, tree_sum64(e, -1, keepdim=True)], dim=1)
+
+
+def _log_softmax_rows(x: torch.Tensor, m: torch.Tensor, log_s: torch.Tensor) -> torch.Tensor:
+    return f64(x).sub_(m).sub_(log_s)
 
 
 @handles(aten._softmax.default)
@@ -452,17 +456,22 @@ def _safe_softmax(ctx: Any, x: torch.Tensor, dim: int, dtype: Any = None) -> tor
 @handles(aten._log_softmax.default)
 def _log_softmax(ctx: Any, x: torch.Tensor, dim: int, half_to_float: bool) -> torch.Tensor:
     require_f32("log_softmax", x)
-    return map_rows(_log_softmax_rows, dim, x)
+    # the log of each row's sum runs once over all rows, not once per chunk of rows
+    stats = reduce_rows(_max_sum_rows, dim, x)
+    log_s = map_elementwise(tr.log, stats[:, 1:], dtype=torch.float64)
+    return map_rows(_log_softmax_rows, dim, x, per_row=(stats[:, :1], log_s))
 
 
 def _softmax_backward_rows(g: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     g64, y64 = f64(g), f64(y)
-    return y64 * (g64 - tree_sum64(g64 * y64, -1, keepdim=True))
+    d = g64.sub_(tree_sum64(g64 * y64, -1, keepdim=True))
+    return torch.mul(y64, d, out=d)
 
 
 def _log_softmax_backward_rows(g: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     g64 = f64(g)
-    return g64 - tr.exp(f64(y)) * tree_sum64(g64, -1, keepdim=True)
+    e = tr.exp(f64(y)).mul_(tree_sum64(g64, -1, keepdim=True))
+    return torch.sub(g64, e, out=e)
 
 
 @handles(aten._softmax_backward_data.default)

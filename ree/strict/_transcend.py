@@ -20,7 +20,7 @@ import math
 import torch
 
 from ree._errors import NondeterminismError
-from ree.strict._bits import F64_BIAS, F64_MANT_BITS, pow2_f64
+from ree.strict._bits import F64_BIAS, F64_MANT_BITS
 
 # fdlibm's split of ln 2: LN2_HI has trailing zero bits, so k * LN2_HI is exact
 # for |k| < 2**20, and (x - k*LN2_HI) - k*LN2_LO is the reduced argument.
@@ -74,25 +74,53 @@ EXP_MIN = -708.0  # exp(-708) is a normal double; below, results are 0 once roun
 EXP_MAX = 709.78
 
 
-def _exp_parts(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``e**x = 2**m * T[j] * (1 + p)``: returns ``2**m``, ``T[j]``, ``p`` and ``k = 64m + j``.
+_TABLES: dict[torch.device, torch.Tensor] = {}
+
+
+def _exp2_tensor(device: torch.device) -> torch.Tensor:
+    table = _TABLES.get(device)
+    if table is None:
+        table = _TABLES[device] = torch.tensor(_EXP2_TABLE, dtype=torch.float64, device=device)
+    return table
+
+
+def _exp_parts(
+    x: torch.Tensor, in_range: bool = False, k_zero: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``e**x = 2**m * T[j] * (1 + p)``: returns ``2**m``, ``T[j]``, ``p`` and ``k == 0``.
 
     ``x`` must be finite and within [EXP_MIN, EXP_MAX]. The reduced argument
-    ``r = x - k*ln2/64`` has |r| <= ln2/128, where the degree-6 polynomial is
-    accurate to 2**-60.
+    ``r = x - k*ln2/64`` (``k = 64m + j``) has |r| <= ln2/128, where the degree-6
+    polynomial is accurate to 2**-60. The mask ``k == 0`` is None unless ``k_zero``
+    asks for it. ``in_range`` says that ``x`` is at most
+    _EXP_FAST_MAX, so that ``m`` is at most 1023 and needs no clamp. Every op after
+    the first of each value is in place on a fresh tensor: the same roundings,
+    fewer allocations.
     """
-    kf = (x * _INV_LN2_N).round()
-    r = (x - kf * _LN2_N_HI) - kf * _LN2_N_LO
+    kf = torch.mul(x, _INV_LN2_N).round_()
+    r = torch.mul(kf, _LN2_N_HI)
+    torch.sub(x, r, out=r)
+    r.sub_(torch.mul(kf, _LN2_N_LO))
     k = kf.to(torch.int64)
-    table = torch.tensor(_EXP2_TABLE, dtype=torch.float64, device=x.device)
+    is_zero = k == 0 if k_zero else None
     # index_select, not advanced indexing: the same values, several times faster on CPUs
-    t = torch.index_select(table, 0, (k & (_TABLE_N - 1)).reshape(-1)).reshape(k.shape)
-    scale = pow2_f64(k >> _TABLE_BITS)
+    t = torch.index_select(_exp2_tensor(x.device), 0, (k & (_TABLE_N - 1)).reshape(-1))
+    t = t.reshape(k.shape)
+    m = k.bitwise_right_shift_(_TABLE_BITS)
+    if not in_range:
+        m.clamp_(-F64_BIAS + 1, F64_BIAS)
+    scale = m.add_(F64_BIAS).bitwise_left_shift_(F64_MANT_BITS).view(torch.float64)
     # c6 * r + c5 first: the same product as Horner's from a tensor of c6
-    p = r * _POLY[-1] + _POLY[-2]
+    p = torch.mul(r, _POLY[-1]).add_(_POLY[-2])
     for c in reversed(_POLY[:-2]):
-        p = p * r + c
-    return scale, t, p * r, k
+        p.mul_(r).add_(c)
+    return scale, t, p.mul_(r), is_zero
+
+
+def _exp_from_parts(scale: torch.Tensor, t: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """``(t + t*p) * scale``, in place on ``p`` (each op keeps its operand order)."""
+    torch.mul(t, p, out=p)
+    return torch.add(t, p, out=p).mul_(scale)
 
 
 def _clean(x: torch.Tensor) -> torch.Tensor:
@@ -119,12 +147,10 @@ def exp(x: torch.Tensor) -> torch.Tensor:
         # the common case (softmax's x - max <= 0): the same bits as below, without
         # the selections that would pick nothing
         if above_min:
-            scale, t, p, _ = _exp_parts(x)
-            return (t + t * p) * scale
-        scale, t, p, _ = _exp_parts(x.clamp_min(EXP_MIN))
-        return ((t + t * p) * scale).masked_fill_(x < EXP_MIN, 0.0)
-    scale, t, p, _ = _exp_parts(_clean(x))
-    y = (t + t * p) * scale
+            return _exp_from_parts(*_exp_parts(x, True)[:3])
+        y = _exp_from_parts(*_exp_parts(x.clamp_min(EXP_MIN), True)[:3])
+        return y.masked_fill_(x < EXP_MIN, 0.0)
+    y = _exp_from_parts(*_exp_parts(_clean(x))[:3])
     y = torch.where(x > EXP_MAX, torch.full_like(x, math.inf), y)
     # flushed below 2**-1022: such values are 0 once rounded to float32 anyway
     y = torch.where(x < EXP_MIN, torch.zeros_like(x), y)
@@ -134,9 +160,10 @@ def exp(x: torch.Tensor) -> torch.Tensor:
 def expm1(x: torch.Tensor) -> torch.Tensor:
     """``e**x - 1`` in float64, accurate near 0 (where it is the polynomial itself)."""
     fast, above_min = _range(x)
-    scale, t, p, k = _exp_parts(x if fast and above_min else _clean(x))
+    scale, t, p, k_zero = _exp_parts(x if fast and above_min else _clean(x), fast, True)
+    assert k_zero is not None
     # for k != 0, |x| > ln2/128 and e**x - 1 loses at most 8 bits of 53
-    y = torch.where(k == 0, p, (t + t * p) * scale - 1.0)
+    y = torch.where(k_zero, p, _exp_from_parts(scale, t, p.clone()).sub_(1.0))
     if fast and above_min:
         return y  # the selections below would pick nothing
     y = torch.where(x > EXP_MAX, torch.full_like(x, math.inf), y)
