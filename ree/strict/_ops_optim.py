@@ -305,6 +305,20 @@ def _uniform_like(ctx: Any, x: torch.Tensor) -> torch.Tensor:
     return ctx.generator.uniform(tuple(x.shape), x.device)
 
 
+def _below(ctx: Any, x: torch.Tensor, p: float) -> torch.Tensor:
+    """``uniform < p`` in ``x``'s shape, as a bool mask, with the uniforms compared as integers.
+
+    A uniform is ``j * 2**-24`` for the top 24 bits ``j`` of a word, and torch
+    compares a float32 tensor with a Python number in float32; so ``u < p`` is
+    ``j < ceil(float32(p) * 2**24)`` (an exact product), without forming ``u``.
+    """
+    pf = float(torch.tensor(float(p), dtype=torch.float64).to(F32))
+    # nan compares false; p >= 1 admits all 2**24 values of j, p <= 0 none
+    limit = 0 if pf != pf or pf <= 0 else 1 << 24 if pf >= 1 else math.ceil(pf * 2.0**24)
+    words = ctx.generator.bits(x.numel(), x.device)
+    return (words.bitwise_right_shift_(8) < limit).reshape(x.shape)
+
+
 def _check_generator(generator: Any) -> None:
     if generator is not None:
         raise NondeterminismError(
@@ -318,7 +332,7 @@ def _bernoulli_f(
     ctx: Any, x: torch.Tensor, p: float = 0.5, *, generator: Any = None
 ) -> torch.Tensor:
     _check_generator(generator)
-    return inplace(x, (_uniform_like(ctx, x) < p).to(x.dtype))
+    return inplace(x, _below(ctx, x, p))
 
 
 @handles(aten.bernoulli_.Tensor)
@@ -340,7 +354,7 @@ def _bernoulli_p(
     ctx: Any, x: torch.Tensor, p: float = 0.5, *, generator: Any = None
 ) -> torch.Tensor:
     _check_generator(generator)
-    return (_uniform_like(ctx, x) < p).to(x.dtype)
+    return _below(ctx, x, p).to(x.dtype)
 
 
 @handles(aten.native_dropout.default)
@@ -355,7 +369,7 @@ def _native_dropout(
     """
     if not train or p == 0:
         return x.clone(), torch.ones_like(x, dtype=torch.bool)
-    mask = _uniform_like(ctx, x) < (1.0 - p)
+    mask = _below(ctx, x, 1.0 - p)
     noise = div(mask.to(x.dtype), 1.0 - p) if p < 1 else torch.zeros_like(x)
     return torch.mul(x, noise), mask
 

@@ -26,25 +26,28 @@ def threefry2x32(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Threefry-2x32-20 of counter words ``(c0, c1)`` (int64 tensors in [0, 2**32)) under key ``(k0, k1)``.
 
-    Matches Random123's ``threefry2x32`` with 20 rounds. Words live in int64 and
-    are masked to 32 bits after each addition and rotation; every op is in place
-    on fresh tensors, to spare the allocator.
+    Matches Random123's ``threefry2x32`` with 20 rounds. Words live in int64.
+    ``x1`` is masked to 32 bits after each round (its rotation needs a clean
+    word); ``x0`` only takes additions and feeds an XOR whose result is masked,
+    so its carries above bit 31 never reach a result and it is masked once, at
+    the end (it stays below 2**38). Every op is in place on fresh tensors, to
+    spare the allocator.
     """
     ks = (k0 & _MASK32, k1 & _MASK32, (_PARITY ^ k0 ^ k1) & _MASK32)
-    x0 = (c0 + ks[0]).bitwise_and_(_MASK32)
+    x0 = c0 + ks[0]
     x1 = (c1 + ks[1]).bitwise_and_(_MASK32)
     tmp = torch.empty_like(x1)
     for r in range(20):
         rot = _ROTATIONS[r % 8]
-        x0.add_(x1).bitwise_and_(_MASK32)
-        # rotl(x1, rot) = ((x1 << rot) & mask) | (x1 >> (32 - rot))
+        x0.add_(x1)
+        # rotl(x1, rot) ^ x0 = ((x1 << rot) | (x1 >> (32 - rot))) ^ x0, cut to 32 bits
         torch.bitwise_right_shift(x1, 32 - rot, out=tmp)
-        x1.bitwise_left_shift_(rot).bitwise_and_(_MASK32).bitwise_or_(tmp).bitwise_xor_(x0)
+        x1.bitwise_left_shift_(rot).bitwise_or_(tmp).bitwise_xor_(x0).bitwise_and_(_MASK32)
         if r % 4 == 3:
             s = r // 4 + 1
-            x0.add_(ks[s % 3]).bitwise_and_(_MASK32)
+            x0.add_(ks[s % 3])
             x1.add_(ks[(s + 1) % 3] + s).bitwise_and_(_MASK32)
-    return x0, x1
+    return x0.bitwise_and_(_MASK32), x1
 
 
 class StrictGenerator:
