@@ -104,6 +104,8 @@ class Node:
         self.alive = True
         self._bundles: dict[str, tuple[TaskBundle, Path]] = {}
         self._party: dict[int, PartyRun] = {}
+        self._last_failure: tuple[object, ...] = ()  # where the last failure was raised
+        self._repeats = 0  # how many times in a row it happened
 
     @property
     def address(self) -> str:
@@ -126,7 +128,10 @@ class Node:
             self.start()
         try:
             did = self._tick()
-            return self.play_disputes() or did
+            did = self.play_disputes() or did
+            if did:  # it moved on: a later failure is news again
+                self._last_failure = ()
+            return did
         except ChainError as e:
             if e.error in BENIGN:
                 return False
@@ -148,9 +153,27 @@ class Node:
             f.write(f"{time.strftime('%H:%M:%S')} {msg}\n")
 
     def fail(self, e: BaseException) -> str:
-        """Log a failure and upload its traceback; returns the traceback's CID."""
+        """Log a failure and upload its traceback; returns the traceback's CID.
+
+        A failure raised where the previous one was (as by a run that fails for a
+        reason outside the task, on every tick until its work window closes) is
+        uploaded once: repeats only count, and the log says so on the 2nd, 4th,
+        8th... time in a row instead of on every tick.
+        """
+        # where it was raised, not its message (which may name a fresh scratch folder)
+        frames = traceback.extract_tb(e.__traceback__)
+        where = (type(e).__qualname__, *((f.filename, f.lineno) for f in frames))
+        if self.state.failures and where == self._last_failure:
+            self._repeats += 1
+            if self._repeats & (self._repeats - 1) == 0:
+                self.log(
+                    f"error {type(e).__name__} again ({self._repeats} times in a row): {e} "
+                    f"(first traceback {self.state.failures[-1]})"
+                )
+            return self.state.failures[-1]
         tb = "".join(traceback.format_exception(e))
         cid = put_checked(self.store, tb.encode())
+        self._last_failure, self._repeats = where, 1
         self.state.failures.append(cid)
         self.save()
         self.log(f"error {type(e).__name__}: {e} (traceback {cid})")

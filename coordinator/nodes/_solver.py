@@ -74,7 +74,11 @@ class Solver(Node):
             mine = [i for i, s in enumerate(slots) if s["solver"] == self.address]
             for i in mine:
                 did = self.advance(tid, i, slots[i], t) or did
-            if not mine and any(SlotState(s["state"]) == SlotState.OPEN for s in slots):
+            if (
+                not mine
+                and f"runfailed:{tid}" not in self.state.done
+                and any(SlotState(s["state"]) == SlotState.OPEN for s in slots)
+            ):
                 did = self.try_claim(tid, t) or did
             if mine:
                 did = self.challenge_others(tid, slots, mine[0], t) or did
@@ -96,8 +100,26 @@ class Solver(Node):
             raise
         assert slot is not None
         self.log(f"claimed task {tid} slot {slot}")
-        self.work(tid, slot, b, bdir)
+        self.work_or_give_up(tid, slot, b, bdir)
         return True
+
+    def work_or_give_up(self, tid: int, slot: int, b: TaskBundle, bdir: Path) -> None:
+        """:meth:`work`; when it raises, this node never claims ``tid`` again.
+
+        It retries while its claim lasts (the failure may pass), but once the claim
+        expires the slot is left to another solver, which resumes from the
+        published progress: a node whose executor keeps failing for a reason
+        outside the task (a broken sandbox, a full disk) would otherwise reclaim
+        the slot, lose a bond each time, and keep working solvers off the task.
+        """
+        try:
+            self.work(tid, slot, b, bdir)
+        except Exception:
+            if f"runfailed:{tid}" not in self.state.done:
+                self.state.done.append(f"runfailed:{tid}")
+                self.save()
+                self.log(f"task {tid}: the run failed; this node will not claim the task again")
+            raise
 
     def run_dir(self, tid: int, slot: int) -> Path:
         """Where this node keeps the run of (tid, slot)."""
@@ -181,7 +203,7 @@ class Solver(Node):
         rec = self.state.runs.get(f"{tid}:{i}")
         if st == SlotState.CLAIMED and rec is None:
             b, bdir = self.bundle(t["p"]["specCid"])
-            self.work(tid, i, b, bdir)
+            self.work_or_give_up(tid, i, b, bdir)
             return True
         if (
             st == SlotState.CLAIMED and rec is not None and rec.reveal

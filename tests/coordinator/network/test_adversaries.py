@@ -260,3 +260,48 @@ def test_spot_checks_pay_verifiers_and_catch_a_lazy_solver(net: Net, solver_cls:
     assert ("SpotChecked" if solver_cls is Solver else "CheckpointWithheld") in events
     net.withdraw_everything()
     net.check_conservation()
+
+
+class _BrokenExecutor:
+    """Fails every run for a reason outside the task, with a fresh scratch path in each message."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def run(self, req: object) -> object:
+        from coordinator.tasks import TaskRunError
+
+        self.calls += 1
+        raise TaskRunError(f"the sandbox could not run the task: /tmp/scratch-{self.calls}")
+
+
+def test_a_solver_whose_executor_keeps_failing_leaves_the_task_to_another(net: Net) -> None:
+    broken = net.add(Solver)
+    broken.executor = _BrokenExecutor()
+    other = net.add(Solver)
+    tid = net.submit(steps=8, commit_interval=2)
+    net.drive(tid)
+    # it retried while its claim lasted, then left the slot to the working solver
+    s = net.p.get_slot(tid, 0)
+    assert s["solver"] == other.address, net.logs()
+    assert SlotState(s["state"]) == SlotState.PAID
+    assert net.client.receipt(tid).outcome == "verified"
+    assert net.p.stake_of(broken.address)["staked"] == STAKE - BOND  # one expired claim, not many
+    log = broken.log_path.read_text()
+    assert log.count("claimed task") == 1
+    assert "will not claim the task again" in log
+    # the same failure on every tick: its traceback is uploaded once, and the log says so
+    # on the 2nd, 4th, 8th... time, not on every tick
+    n = broken.executor.calls
+    assert n >= 4, log
+    (first, *_) = tbs = broken.state.failures
+    assert len(tbs) <= 2, tbs  # the first failure in the claiming tick is raised elsewhere
+    errors = [ln for ln in log.splitlines() if " error " in ln]
+    again = [ln for ln in errors if " again " in ln]
+    assert len(errors) == len(tbs) + len(again) < n
+    assert [int(ln.split("(")[1].split()[0]) for ln in again] == [
+        2**i for i in range(1, len(again) + 1)
+    ]
+    assert b"/tmp/scratch-1" in net.store.get(first)
+    net.withdraw_everything()
+    net.check_conservation()
