@@ -135,20 +135,27 @@ def _embedding_backward(
     padding_idx: int,
     scale_grad_by_freq: bool,
 ) -> torch.Tensor:
-    """Scatter-add of token gradients into embedding rows (see :func:`exact_scatter_add`)."""
+    """Scatter-add of token gradients into embedding rows (see :func:`exact_scatter_add`).
+
+    Only the rows that some index names receive gradients, so the sum runs over
+    those rows alone (a dense sum gives every other row +0, as the zeros here do).
+    """
     require_f32("embedding_dense_backward", grad)
     d = grad.shape[-1]
     g = grad.reshape(-1, d)
     idx = indices.reshape(-1)
     keep = idx != padding_idx
     g = torch.where(keep.unsqueeze(1), g, torch.zeros((), dtype=g.dtype, device=g.device))
-    rows = (idx.unsqueeze(1) * d + torch.arange(d, device=g.device)).reshape(-1)
-    out = exact_scatter_add(num_weights * d, rows, g).reshape(num_weights, d)
+    used, slot = torch.unique(idx, sorted=True, return_inverse=True)
+    rows = (slot.unsqueeze(1) * d + torch.arange(d, device=g.device)).reshape(-1)
+    part = exact_scatter_add(used.numel() * d, rows, g).reshape(-1, d)
     if scale_grad_by_freq:
-        counts = torch.zeros(num_weights, dtype=torch.int64, device=g.device)
-        counts.index_put_((idx,), keep.to(torch.int64), accumulate=True)
-        out = out / counts.clamp_min(1).to(torch.float64).unsqueeze(1)
-    return out.to(torch.float32)
+        counts = torch.zeros(used.numel(), dtype=torch.int64, device=g.device)
+        counts.index_put_((slot,), keep.to(torch.int64), accumulate=True)
+        part = part / counts.clamp_min(1).to(torch.float64).unsqueeze(1)
+    out = torch.zeros((num_weights, d), dtype=torch.float32, device=g.device)
+    # the rows are distinct, so no two writes meet; index_copy_ refuses an index out of range
+    return out.index_copy_(0, used, part.to(torch.float32))
 
 
 @handles(aten.max_pool2d_with_indices_backward.default)

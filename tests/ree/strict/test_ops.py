@@ -243,6 +243,28 @@ def test_embedding_backward_is_exact_for_representable_sums() -> None:
     assert torch.equal(gw, want)
 
 
+def test_embedding_backward_pads_and_scales_by_frequency() -> None:
+    idx = torch.tensor([[2, 7, 2], [0, 2, 7]])
+    grad = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(3))
+    with enter_strict():
+        gw = torch.ops.aten.embedding_dense_backward(grad, idx, 9, 7, True)
+    flat, g64 = idx.reshape(-1), grad.reshape(-1, 4).double()
+    g64[flat == 7] = 0.0
+    want = torch.zeros(9, 4, dtype=torch.float64).index_add_(0, flat, g64)
+    counts = torch.bincount(flat[flat != 7], minlength=9).clamp_min(1)
+    assert torch.equal(gw, (want / counts.double().unsqueeze(1)).to(F32))
+
+
+@pytest.mark.parametrize("p", [0.0, 2.0**-25, 0.1, 0.5, 0.5 + 2.0**-26, 1 - 2.0**-25, 1.0, 2.0])
+def test_bernoulli_is_the_uniform_below_p(p: float) -> None:
+    # the mask compares the random bits with an integer limit; it must be u < p in float32
+    with enter_strict(seed=4) as mode:
+        u = mode.generator.uniform((3000,))
+        mode.generator.set_state([4, 0])
+        mask = torch.empty(3000).bernoulli_(p)
+    assert torch.equal(mask, (u < p).to(F32))
+
+
 def test_conv2d_forward_and_backward_match_float64() -> None:
     g = torch.Generator().manual_seed(5)
     x = torch.randn(2, 3, 7, 6, generator=g).requires_grad_()
