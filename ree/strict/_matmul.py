@@ -301,25 +301,11 @@ def _diagonals_int8(
 
 
 def _diagonals_int8_batched(a8: torch.Tensor, b8: torch.Tensor, k: int) -> list[torch.Tensor]:
-    """:func:`_diagonals_int8` for (B, M, 4K) and (B, N, 4K) slices.
+    """:func:`_diagonals_int8` for (B, M, 4K) and (B, N, 4K) slices: one GEMM per diagonal and entry.
 
-    On CPUs, where batched matmuls are many small GEMMs (attention) and the call,
-    not the arithmetic, is the cost, the four diagonals are one GEMM per batch
-    entry: the right operand stacks each diagonal's slices, zero-padded to 4K,
-    along N, so ``a8 @ that`` is [D0 | D1 | D2 | D3] (the zeros add nothing, and
-    the int32 sums stay exact while 4K * 128**2 < 2**31). Elsewhere: one GEMM per
-    diagonal and batch entry.
+    CPUs take :func:`_batched_int8` instead where one int32 GEMM holds each sum.
     """
     batch, m, n = a8.shape[0], a8.shape[1], b8.shape[1]
-    if a8.device.type == "cpu" and SLICES * k <= INT32_K_LIMIT:
-        stacked = _scratch("stacked-rhs", (batch, SLICES, n, SLICES * k), torch.int8, a8.device)
-        for d in range(SLICES):
-            stacked[:, d, :, : (d + 1) * k] = b8[:, :, (SLICES - 1 - d) * k :]
-            stacked[:, d, :, (d + 1) * k :] = 0
-        out = _scratch("stacked-diagonals", (batch, m, SLICES * n), torch.int32, a8.device)
-        for i in range(batch):
-            torch._int_mm(a8[i], stacked[i].view(SLICES * n, SLICES * k).t(), out=out[i])
-        return [out[:, :, d * n : (d + 1) * n] for d in range(SLICES)]
     diags = []
     for d in range(SLICES):
         kd = (d + 1) * k
@@ -333,6 +319,45 @@ def _diagonals_int8_batched(a8: torch.Tensor, b8: torch.Tensor, k: int) -> list[
             out[i] = _int_mm_exact(lhs[i], rhs[i])
         diags.append(out)
     return diags
+
+
+def _batched_int8(
+    a8: torch.Tensor,
+    b8: torch.Tensor,
+    k: int,
+    row_scale: torch.Tensor,
+    col_scale: torch.Tensor,
+    sink: Sink,
+) -> None:
+    """The float64 product of (B, M, 4K) and (B, N, 4K) slices on a CPU, a few entries at a time.
+
+    Batched matmuls are many small GEMMs here (attention), so the four diagonal
+    GEMMs of a group of entries write small buffers that the combine then reads
+    while they are in cache; ``sink(chunk, b0, b1)`` gets the float64 value of
+    entries ``b0:b1``, valid until the next group. (Measured against one GEMM per
+    entry of the slices stacked along N: the stacking copies, the wasted zero
+    products and the combine's strided reads cost more than the 3x more calls.)
+    """
+    batch, m, n = a8.shape[0], a8.shape[1], b8.shape[1]
+    group = max(1, min(batch, _COMBINE_CHUNK // max(m * n, 1)))
+    shape = (group, m, n)
+    diags = [_scratch(f"diagonal-{d}", shape, torch.int32, a8.device) for d in range(SLICES)]
+    combined = _scratch("combined-chunk", shape, torch.float64, a8.device)
+    join = _joins(k, torch.int32)
+    if join:
+        row_scale = row_scale * 2.0**-SLICE_BITS
+    for b0 in range(0, batch, group):
+        b1 = min(batch, b0 + group)
+        for i in range(b0, b1):
+            lhs, rhs = a8[i], b8[i]
+            for d in range(SLICES):
+                torch._int_mm(
+                    lhs[:, : (d + 1) * k], rhs[:, (SLICES - 1 - d) * k :].t(), out=diags[d][i - b0]
+                )
+        chunk = combined[: b1 - b0]
+        parts = [x[: b1 - b0] for x in diags]
+        _combine_into(chunk, parts, row_scale[b0:b1], col_scale[b0:b1], k, join)
+        sink(chunk, b0, b1)
 
 
 def _row_scale(ea: torch.Tensor) -> torch.Tensor:
@@ -354,13 +379,54 @@ def _lead(scale: torch.Tensor, like: torch.Tensor, s: int, e: int) -> torch.Tens
     return scale[s:e]
 
 
+def _joins(k: int, dtype: torch.dtype) -> bool:
+    """Whether :func:`_combine_into` joins diagonal pairs in int32 (its sum is then 2^8 times)."""
+    return SLICES == 4 and dtype == torch.int32 and k < 2016
+
+
+def _combine_into(
+    f: torch.Tensor,
+    diags: list[torch.Tensor],
+    row_scale: torch.Tensor,
+    col_scale: torch.Tensor,
+    k: int,
+    join: bool,
+) -> None:
+    """Write ``(D0 + D1*2^-8 + D2*2^-16 + D3*2^-24) * row_scale * col_scale`` into float64 ``f``.
+
+    ``diags`` are chunks shaped like ``f``; ``join`` (:func:`_joins`) means the
+    sum comes out 2^8 times larger, and ``row_scale`` must carry the 2^-8.
+    See :func:`_combine` for why this is exact.
+    """
+    shape, device = tuple(f.shape), f.device
+    w = _scratch("widened", shape, torch.float64, device)
+    if join:
+        # D0*2^8 + D1 fits int32 while K < 2016 (|D0| <= K*2^12, |D1| <= K*2^14), and
+        # D2*2^8 + D3 while K < 254 (|D2| <= K*2^15, |D3| <= K*3*2^14). Such pairs are
+        # joined exactly in int32 (in cache), which spares float64 conversions and
+        # additions. The sum is then 2^8 times the same exact value, and the row scale
+        # takes the 2^-8: the same bits.
+        part = _scratch("joined", shape, torch.int32, device)
+        f.copy_(torch.add(diags[1], diags[0], alpha=256, out=part))
+        if k < 254:
+            torch.add(diags[3], diags[2], alpha=256, out=part)
+            f.add_(w.copy_(part), alpha=2.0 ** (-2 * SLICE_BITS))
+        else:
+            f.add_(w.copy_(diags[2]), alpha=2.0**-SLICE_BITS)
+            f.add_(w.copy_(diags[3]), alpha=2.0 ** (-2 * SLICE_BITS))
+    else:
+        f.copy_(diags[0])
+        for d in range(1, SLICES):
+            f.add_(w.copy_(diags[d]), alpha=2.0 ** (-SLICE_BITS * d))
+    f.mul_(row_scale).mul_(col_scale)
+
+
 def _combine(
     diags: list[torch.Tensor],
     row_scale: torch.Tensor,
     col_scale: torch.Tensor,
     k: int,
     scratch: bool = False,
-    sink: Sink | None = None,
 ) -> torch.Tensor:
     """``(D0 + D1*2^-8 + D2*2^-16 + D3*2^-24) * row_scale * col_scale`` in float64.
 
@@ -374,11 +440,9 @@ def _combine(
     addition that promotes int32 itself is several times slower on CPUs.
 
     On CPUs the work runs in chunks along the first dimension (rows, or batch
-    entries) of about 64K elements, so the seven float64 passes stay in cache
+    entries) of about 64K elements, so the float64 passes stay in cache
     instead of streaming megabytes each (elementwise: the same bits).
-    ``scratch``: the result is a :func:`_scratch` buffer, valid until the next
-    call. ``sink(chunk, s, e)`` is called with each finished chunk (rows ``s:e``)
-    while it is still in cache.
+    ``scratch``: the result is a :func:`_scratch` buffer, valid until the next call.
     """
     shape, device = tuple(diags[0].shape), diags[0].device
     if scratch:
@@ -388,35 +452,39 @@ def _combine(
     lead = shape[0]
     per = math.prod(shape[1:])
     step = max(1, _COMBINE_CHUNK // max(per, 1)) if device.type == "cpu" else lead
-    widened = _scratch("widened", (min(step, lead), *shape[1:]), torch.float64, device)
-    # D0*2^8 + D1 fits int32 while K < 2016 (|D0| <= K*2^12, |D1| <= K*2^14), and
-    # D2*2^8 + D3 while K < 254 (|D2| <= K*2^15, |D3| <= K*3*2^14). Such pairs are
-    # joined exactly in int32 (chunk by chunk, in cache), which spares float64
-    # conversions and additions. The sum is then 2^8 times the same exact value,
-    # and the row scale takes the 2^-8: the same bits.
-    join = SLICES == 4 and diags[0].dtype == torch.int32 and k < 2016
+    join = _joins(k, diags[0].dtype)
     if join:
         row_scale = row_scale * 2.0**-SLICE_BITS
     for s in range(0, lead, step):
         e = min(lead, s + step)
-        chunk, w = t[s:e], widened[: e - s]
-        if join:
-            part = _scratch("joined", (e - s, *shape[1:]), torch.int32, device)
-            chunk.copy_(torch.add(diags[1][s:e], diags[0][s:e], alpha=256, out=part))
-            if k < 254:
-                torch.add(diags[3][s:e], diags[2][s:e], alpha=256, out=part)
-                chunk.add_(w.copy_(part), alpha=2.0 ** (-2 * SLICE_BITS))
-            else:
-                chunk.add_(w.copy_(diags[2][s:e]), alpha=2.0**-SLICE_BITS)
-                chunk.add_(w.copy_(diags[3][s:e]), alpha=2.0 ** (-2 * SLICE_BITS))
-        else:
-            chunk.copy_(diags[0][s:e])
-            for d in range(1, SLICES):
-                chunk.add_(w.copy_(diags[d][s:e]), alpha=2.0 ** (-SLICE_BITS * d))
-        chunk.mul_(_lead(row_scale, t, s, e)).mul_(_lead(col_scale, t, s, e))
-        if sink is not None:
-            sink(chunk, s, e)
+        parts = [d[s:e] for d in diags]
+        _combine_into(t[s:e], parts, _lead(row_scale, t, s, e), _lead(col_scale, t, s, e), k, join)
     return t
+
+
+def _combine_tile(
+    diags: list[torch.Tensor],
+    row_scale: torch.Tensor,
+    col_scale: torch.Tensor,
+    k: int,
+    sink: Sink,
+) -> None:
+    """:func:`_combine` of a 2-D tile, chunk by chunk of rows into one cache-sized buffer.
+
+    ``sink(chunk, s, e)`` gets the float64 value of rows ``s:e``, valid until the
+    next chunk: no tile-sized float64 result is written to memory.
+    """
+    m, n = diags[0].shape
+    step = max(1, min(m, _COMBINE_CHUNK // max(n, 1)))
+    buf = _scratch("combined-chunk", (step, n), torch.float64, diags[0].device)
+    join = _joins(k, diags[0].dtype)
+    if join:
+        row_scale = row_scale * 2.0**-SLICE_BITS
+    for s in range(0, m, step):
+        e = min(m, s + step)
+        chunk = buf[: e - s]
+        _combine_into(chunk, [d[s:e] for d in diags], row_scale[s:e], col_scale, k, join)
+        sink(chunk, s, e)
 
 
 def _diagonals_float(a: torch.Tensor, bt: torch.Tensor, k: int) -> list[torch.Tensor]:
@@ -480,14 +548,27 @@ def matmul64(
     sa = _slices(a_clean, ea, top_first=True, slot="lhs-slices")
     sb = _slices(b_clean, eb, top_first=False, slot="rhs-slices")
     engine = _pick_engine(engine, a)
-    if engine == "int8" and a.dim() == 2 and b.dim() == 2:
-        diags = _diagonals_int8(sa, sb, k)
-    elif engine == "int8" and a.dim() == 3 and b.dim() == 3 and a.shape[0] == b.shape[0]:
-        diags = _diagonals_int8_batched(sa, sb, k)
-    else:
-        diags = _diagonals_float(sa.to(torch.float32), sb.to(torch.float32), k)
     # value = (D0 + D1*2^-8 + ...) * 2^24 * 2^(ea-29) * 2^(eb-29)
-    total = _combine(diags, _row_scale(ea), pow2_f64(eb.mT), k, scratch=scratch)
+    row_scale, col_scale = _row_scale(ea), pow2_f64(eb.mT)
+    if engine == "int8" and _cpu_batched(sa, sb, k):
+        shape = (sa.shape[0], sa.shape[1], sb.shape[1])
+        if scratch:
+            total = _scratch("combined", shape, torch.float64, a.device)
+        else:
+            total = torch.empty(shape, dtype=torch.float64, device=a.device)
+
+        def sink(chunk: torch.Tensor, s: int, e: int) -> None:
+            total[s:e] = chunk
+
+        _batched_int8(sa, sb, k, row_scale, col_scale, sink)
+    else:
+        if engine == "int8" and a.dim() == 2 and b.dim() == 2:
+            diags = _diagonals_int8(sa, sb, k)
+        elif engine == "int8" and _same_batch(sa, sb):
+            diags = _diagonals_int8_batched(sa, sb, k)
+        else:
+            diags = _diagonals_float(sa.to(torch.float32), sb.to(torch.float32), k)
+        total = _combine(diags, row_scale, col_scale, k, scratch=scratch)
     if not (bool(a_bad.any()) or bool(b_bad.any())):
         # all finite: a 0-d mask broadcasts the same, without an output-sized or and any
         return total, torch.zeros((), dtype=torch.bool, device=total.device)
@@ -542,7 +623,7 @@ def matmul_2d(a: torch.Tensor, b: torch.Tensor, epilogue: Epilogue | None = None
                 sub = slice(r0 + s, r0 + e)
                 out[sub, cols] = epilogue(chunk, sub, cols) if epilogue else chunk
 
-            _combine(diags, row_scale, col_scale[:, cols], k, scratch=True, sink=sink)
+            _combine_tile(diags, row_scale, col_scale[:, cols], k, sink)
     a_bad = torch.cat(a_bad_all)
     if bool(a_bad.any()) or bool(b_bad.any()):
         out = torch.where(a_bad | b_bad.t(), torch.full((), float("nan"), device=out.device), out)
@@ -556,6 +637,42 @@ def strict_matmul(a: torch.Tensor, b: torch.Tensor, engine: str = "auto") -> tor
     exact integer engine ("auto": int8 on CPU and CUDA for 2-D and same-batch 3-D
     operands, else float); all engines return the same bits.
     """
-    if _pick_engine(engine, a) == "int8" and a.dim() == 2 and b.dim() == 2:
+    picked = _pick_engine(engine, a)
+    if picked == "int8" and a.dim() == 2 and b.dim() == 2:
         return matmul_2d(a, b)
+    if picked == "int8" and a.device.type == "cpu" and _same_batch(a, b) and a.shape[-1] > 0:
+        return _strict_bmm(a, b)
     return finish(*matmul64(a, b, engine, scratch=True))
+
+
+def _same_batch(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.dim() == 3 and b.dim() == 3 and a.shape[0] == b.shape[0]
+
+
+def _cpu_batched(sa: torch.Tensor, sb: torch.Tensor, k: int) -> bool:
+    """Whether slices ``sa``, ``sb`` take :func:`_batched_int8` (CPU, int32 sums)."""
+    return sa.device.type == "cpu" and _same_batch(sa, sb) and SLICES * k <= INT32_K_LIMIT
+
+
+def _strict_bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """:func:`strict_matmul` of same-batch 3-D CPU operands: each group rounded to float32 in cache.
+
+    The same bits as ``finish(*matmul64(a, b))``, without a batch-sized float64 result.
+    """
+    _check(a, b)
+    ea, a_clean, a_bad = _row_exponents(a)
+    eb, b_clean, b_bad = _row_exponents(b.mT)
+    k = a.shape[-1]
+    sa = _slices(a_clean, ea, top_first=True, slot="lhs-slices")
+    sb = _slices(b_clean, eb, top_first=False, slot="rhs-slices")
+    out = torch.empty((a.shape[0], a.shape[1], b.shape[2]), dtype=torch.float32, device=a.device)
+    if not _cpu_batched(sa, sb, k):
+        return finish(*matmul64(a, b, "int8", scratch=True))
+
+    def sink(chunk: torch.Tensor, s: int, e: int) -> None:
+        out[s:e] = chunk
+
+    _batched_int8(sa, sb, k, _row_scale(ea), pow2_f64(eb.mT), sink)
+    if bool(a_bad.any()) or bool(b_bad.any()):
+        out = torch.where(a_bad | b_bad.mT, torch.full((), float("nan"), device=out.device), out)
+    return out

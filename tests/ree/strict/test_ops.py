@@ -592,6 +592,7 @@ def test_half_and_bfloat16_arithmetic_raises_naming_the_op(dtype: torch.dtype) -
 def test_int32_joined_diagonals_give_the_bits_of_the_float_engine(k: int) -> None:
     """The int8 engine joins diagonals in int32 below K = 254 and 2016: exact, so the same bits."""
     from ree.strict import strict_matmul
+    from ree.strict._matmul import matmul64
 
     g = torch.Generator().manual_seed(k)
     # rows of equal magnitude: every slice digit is in play, near its extremes
@@ -600,3 +601,5 @@ def test_int32_joined_diagonals_give_the_bits_of_the_float_engine(k: int) -> Non
     batched = strict_matmul(a, b, "int8")
     assert torch.equal(batched, strict_matmul(a, b, "float"))
     assert torch.equal(strict_matmul(a[1], b[1], "int8"), batched[1])
+    # the float64 value that baddbmm rounds (a path of its own on CPUs)
+    assert torch.equal(matmul64(a, b, "int8")[0], matmul64(a, b, "float")[0])
