@@ -46,11 +46,13 @@ def addcdiv(x: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor, value: Any = 1)
 def lerp(x: torch.Tensor, end: torch.Tensor, weight: Any) -> torch.Tensor:
     """torch's two-sided lerp formula, decomposed: exact at weight 0 and 1."""
     diff = torch.sub(end, x)
-    w = (
-        weight
-        if isinstance(weight, torch.Tensor)
-        else torch.tensor(weight, dtype=x.dtype, device=x.device)
-    )
+    if not isinstance(weight, torch.Tensor):
+        w = torch.tensor(weight, dtype=x.dtype, device=x.device)
+        # one weight picks one side for every element: compute that side alone
+        if abs(float(w)) < 0.5:
+            return torch.add(x, torch.mul(w, diff))
+        return torch.sub(end, torch.mul(diff, torch.sub(1.0, w)))
+    w = weight
     low = torch.add(x, torch.mul(w, diff))
     high = torch.sub(end, torch.mul(diff, torch.sub(1.0, w)))
     return torch.where(w.abs() < 0.5, low, high)

@@ -163,7 +163,9 @@ def expm1(x: torch.Tensor) -> torch.Tensor:
     scale, t, p, k_zero = _exp_parts(x if fast and above_min else _clean(x), fast, True)
     assert k_zero is not None
     # for k != 0, |x| > ln2/128 and e**x - 1 loses at most 8 bits of 53
-    y = torch.where(k_zero, p, _exp_from_parts(scale, t, p.clone()).sub_(1.0))
+    y = torch.mul(t, p)
+    torch.add(t, y, out=y).mul_(scale).sub_(1.0)
+    torch.where(k_zero, p, y, out=y)
     if fast and above_min:
         return y  # the selections below would pick nothing
     y = torch.where(x > EXP_MAX, torch.full_like(x, math.inf), y)
@@ -204,8 +206,10 @@ def sigmoid(x: torch.Tensor) -> torch.Tensor:
 
 def tanh(x: torch.Tensor) -> torch.Tensor:
     """tanh in float64 as ``-t / (2 + t)`` with ``t = expm1(-2|x|)``: no cancellation."""
-    t = expm1(x.abs() * -2.0)
-    return torch.copysign(-t / (t + 2.0), x)
+    t = expm1(x.abs().mul_(-2.0))
+    y = torch.add(t, 2.0)
+    torch.div(t.neg_(), y, out=y)
+    return torch.copysign(y, x, out=y)
 
 
 def _erf_series(z: torch.Tensor) -> torch.Tensor:
