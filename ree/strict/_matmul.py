@@ -346,14 +346,16 @@ def _batched_int8(
     join = _joins(k, torch.int32)
     if join:
         row_scale = row_scale * 2.0**-SLICE_BITS
+    # every view made up front, by one unbind each: the calls are small, so Python's
+    # share of them is not
+    lhs = [a8[:, :, : (d + 1) * k].unbind(0) for d in range(SLICES)]
+    rhs = [b8[:, :, (SLICES - 1 - d) * k :].mT.unbind(0) for d in range(SLICES)]
+    outs = [x.unbind(0) for x in diags]
     for b0 in range(0, batch, group):
         b1 = min(batch, b0 + group)
         for i in range(b0, b1):
-            lhs, rhs = a8[i], b8[i]
             for d in range(SLICES):
-                torch._int_mm(
-                    lhs[:, : (d + 1) * k], rhs[:, (SLICES - 1 - d) * k :].t(), out=diags[d][i - b0]
-                )
+                torch._int_mm(lhs[d][i], rhs[d][i], out=outs[d][i - b0])
         chunk = combined[: b1 - b0]
         parts = [x[: b1 - b0] for x in diags]
         _combine_into(chunk, parts, row_scale[b0:b1], col_scale[b0:b1], k, join)
