@@ -121,14 +121,15 @@ def _layer_norm(
         n *= x.shape[d]
     x64 = f64(x)
     mean = tree_sum64(x64, dims, keepdim=True) / const(x, n)
-    c = x64 - mean
+    # in place from here on: x64 and its descendants are fresh, and each op keeps its operand order
+    c = x64.sub_(mean)
     var = tree_sum64(c * c, dims, keepdim=True) / const(x, n)
     rstd = 1.0 / (var + eps).sqrt()
-    y = c * rstd
+    y = c.mul_(rstd)
     if weight is not None:
-        y = y * f64(weight)
+        y.mul_(f64(weight))
     if bias is not None:
-        y = y + f64(bias)
+        y.add_(f64(bias))
     return y.to(F32), mean.to(F32), rstd.to(F32)
 
 
@@ -152,13 +153,14 @@ def _layer_norm_backward(
         n *= x.shape[d]
     g = f64(grad)
     r = f64(rstd)
-    xhat = (f64(x) - f64(mean)) * r
+    xhat = f64(x).sub_(f64(mean)).mul_(r)
     gi = gw = gb = None
     if output_mask[0]:
         gx = g * f64(weight) if weight is not None else g
         m1 = tree_sum64(gx, dims, keepdim=True) / const(x, n)
         m2 = tree_sum64(gx * xhat, dims, keepdim=True) / const(x, n)
-        gi = (r * ((gx - m1) - xhat * m2)).to(F32)
+        d = torch.sub(gx, m1).sub_(xhat * m2)
+        gi = torch.mul(r, d, out=d).to(F32)
     if output_mask[1] and weight is not None:
         gw = tree_sum64(g * xhat, batch).to(F32) if batch else (g * xhat).to(F32)
     if output_mask[2] and bias is not None:

@@ -369,10 +369,11 @@ def pow_scalar(x: torch.Tensor, p: float) -> torch.Tensor:
         return x * x  # one correctly rounded product
     if p == 0.5:
         return torch.sqrt(x)
-    x64 = f64(x)
     if float(p).is_integer() and abs(p) <= 64:
-        return _int_power(x64, int(p)).to(F32)
-    return _pow_general(x64, torch.full_like(x64, float(p))).to(F32)
+        return map_elementwise(lambda t: _int_power(f64(t), int(p)), x)
+    return map_elementwise(
+        lambda t: _pow_general(f64(t), torch.full_like(t, float(p), dtype=torch.float64)), x
+    )
 
 
 def _pow_general(x64: torch.Tensor, p64: torch.Tensor) -> torch.Tensor:
