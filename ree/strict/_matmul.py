@@ -478,10 +478,12 @@ def _combine_tile(
     """:func:`_combine` of a 2-D tile, chunk by chunk of rows into one cache-sized buffer.
 
     ``sink(chunk, s, e)`` gets the float64 value of rows ``s:e``, valid until the
-    next chunk: no tile-sized float64 result is written to memory.
+    next chunk: no tile-sized float64 result is written to memory. Other devices
+    take the tile in one chunk.
     """
     m, n = diags[0].shape
-    step = max(1, min(m, _COMBINE_CHUNK // max(n, 1)))
+    cpu = diags[0].device.type == "cpu"
+    step = max(1, min(m, _COMBINE_CHUNK // max(n, 1))) if cpu else max(m, 1)
     buf = _scratch("combined-chunk", (step, n), torch.float64, diags[0].device)
     join = _joins(k, diags[0].dtype)
     if join:
