@@ -88,6 +88,23 @@ def put_op_inputs(store: BlobStore, record: OpRecord, spans: Sequence[torch.Tens
         path.unlink(missing_ok=True)
 
 
+_HEADER_BYTES = 1 << 16  # a safetensors header: the file's metadata and one entry per input
+_ENTRY_BYTES = 256
+_ELEMENT_BYTES = 16  # the widest dtype (complex128)
+
+
+def inputs_max_bytes(record: OpRecord) -> int:
+    """The most bytes :func:`put_op_inputs` can write for ``record``: each input's storage span
+    (from its recorded shape and stride) at the widest element, and the header."""
+    total = _HEADER_BYTES
+    for inp in record.inputs:
+        shape, stride = inp.layout
+        reach = sum((n - 1) * abs(s) for n, s in zip(shape, stride, strict=True))
+        span = 0 if 0 in shape else 1 + reach
+        total += _ENTRY_BYTES + _ELEMENT_BYTES * span
+    return total
+
+
 def first_divergence(a: OpTrace, b: OpTrace) -> int | None:
     """The op whose inputs a party should post (None when the traces agree)."""
     div = find_divergence(a.records, b.records)
@@ -150,11 +167,14 @@ def judge_ops(*, store: BlobStore, traces: dict[str, tuple[str, bytes]], state_r
     def fetch_inputs(record: OpRecord) -> list[torch.Tensor]:
         if record.index in fetched:
             return fetched[record.index]
+        # no more bytes than the smaller of the two records' layouts can need: a party
+        # cannot make the referee download (and hold) more than the honest op's inputs
+        cap = min(inputs_max_bytes(t.records[record.index]) for t in (d, c))
         for k, cid in enumerate(input_cids):
             path = workdir / f"inputs-{record.index}-{k}.safetensors"
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(get_verified(store, cid))
+                path.write_bytes(get_verified(store, cid, max_bytes=cap))
                 fetched[record.index] = load_op_inputs(path, record)  # every hash checked
                 return fetched[record.index]
             except Exception:  # noqa: S112 - a wrong or missing inputs file: try the next one

@@ -19,6 +19,7 @@ from typing import Any
 from coordinator.storage import (
     BundleEntry,
     BundleError,
+    ObjectTooLargeError,
     Store,
     compute_cid,
     extract_bundle,
@@ -37,9 +38,25 @@ _PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 BlobStore = Store  # what the task layer needs of a store: any coordinator.storage store
 
 
-def get_verified(store: BlobStore, cid: str) -> bytes:
-    """Fetch ``cid`` and check the bytes against it before anyone uses them."""
-    data = store.get(cid)
+def get_verified(store: BlobStore, cid: str, max_bytes: int | None = None) -> bytes:
+    """Fetch ``cid`` and check the bytes against it before anyone uses them.
+
+    ``max_bytes`` refuses an object whose declared size is larger, before its
+    content is fetched (the store's own ``max_object_bytes`` applies as well).
+    """
+    if max_bytes is None:
+        data = store.get(cid)
+    else:
+        with store.open(cid) as reader:
+            size = getattr(reader, "size", None)  # the root's declared size, where known
+            too_big = size is not None and size > max_bytes
+            data = b"" if too_big else reader.read(max_bytes + 1)
+        if too_big or len(data) > max_bytes:
+            raise ObjectTooLargeError(
+                f"object {cid} is over the {max_bytes} bytes this fetch allows "
+                f"({'declared ' + str(size) if size is not None else 'read more'}); it cannot be "
+                "what was asked for"
+            )
     verify_cid(data, cid)
     return data
 

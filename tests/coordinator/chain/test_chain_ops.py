@@ -22,12 +22,13 @@ from coordinator.dispute import (
     OpJudgement,
     OpLevelError,
     first_divergence,
+    inputs_max_bytes,
     judge_ops,
     put_op_inputs,
     put_op_trace,
 )
-from coordinator.storage import LocalStore
-from coordinator.tasks import put_checked
+from coordinator.storage import LocalStore, ObjectTooLargeError
+from coordinator.tasks import get_verified, put_checked
 from ree.optrace import CHALLENGER, DEFENDER
 from tests.coordinator.chain.chain_helpers import (
     STAKE,
@@ -94,8 +95,13 @@ def play(w: World, attack: Attack, store: LocalStore, tmp: Path) -> dict[str, An
     assert op is not None
     kept = trace_step(attack.seed, keep=(op,))
     inputs = put_op_inputs(store, kept.trace.records[op], kept.kept[op], tmp)
+    # the referee's cap on an inputs file never refuses the honest one
+    assert len(store.get(inputs)) <= inputs_max_bytes(kept.trace.records[op])
     w.p.post_op_inputs(d_acct if honest_is_defender else c_acct, did, op, inputs)
-    j = judge_ops(store=store, traces=posted, state_root=pre.hex(), input_cids=[inputs],
+    # the cheat posts a file too large for the op's inputs first: it is refused unread
+    junk = put_checked(store, b"\0" * (inputs_max_bytes(kept.trace.records[op]) + 1))
+    w.p.post_op_inputs(c_acct if honest_is_defender else d_acct, did, op, junk)
+    j = judge_ops(store=store, traces=posted, state_root=pre.hex(), input_cids=[junk, inputs],
                   workdir=tmp / f"ref-{attack.seed}-{attack.target}")  # fmt: skip
     assert j.defender_wins == honest_is_defender, j
     ref = referee_of(w, did)
@@ -195,3 +201,15 @@ def test_device_mode_referee_must_match_the_fingerprint(tmp_path: Path) -> None:
 
 
 _ = play_to_referee  # the whole-dispute helper; this module stops at the op-trace stage
+
+
+def test_a_capped_fetch_refuses_an_object_by_its_declared_size(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    data = bytes(range(256)) * 4096  # 1 MiB: several blocks under a UnixFS root
+    cid = put_checked(store, data)
+    assert get_verified(store, cid, max_bytes=len(data)) == data
+    with pytest.raises(ObjectTooLargeError, match=f"declared {len(data)}"):
+        get_verified(store, cid, max_bytes=len(data) - 1)
+    small = put_checked(store, b"x" * 10)
+    with pytest.raises(ObjectTooLargeError, match="over the 9 bytes"):
+        get_verified(store, small, max_bytes=9)
