@@ -126,8 +126,8 @@ def _slices(
     rows, dest = x.reshape(-1, k), out.view(-1, SLICES, k)
     shift = (_FIXED_TOP - exp).reshape(-1, 1)
     split = bool(((shift > 127) | (shift < -126)).any())
-    # on CPUs, chunks of rows (_SLICE_CHUNK): the ten elementwise passes then stay in
-    # cache instead of streaming the operand through memory each time
+    # on CPUs, chunks of rows (_SLICE_CHUNK): the ten elementwise passes then run in
+    # the caches instead of streaming the whole operand through memory each time
     n = rows.shape[0]
     step = max(1, _SLICE_CHUNK // max(k, 1)) if x.device.type == "cpu" else max(n, 1)
     for r0 in range(0, n, step):
