@@ -54,11 +54,19 @@ def tree_sum64(
     y = x.permute(*rd, *kept).reshape(n, *out_shape)
     if n == 0:
         y = torch.zeros((1, *out_shape), dtype=torch.float64, device=x.device)
+    owned = False  # y may be x itself until the first level writes a fresh tensor
     while y.shape[0] > 1:
         m = y.shape[0]
         h = m // 2
+        if owned and h > 1:
+            y[:h].add_(y[h : 2 * h])
+            if m % 2:
+                y[h].copy_(y[2 * h])
+            y = y[: h + m % 2]
+            continue
         top = y[:h] + y[h : 2 * h]
         y = torch.cat([top, y[2 * h :]]) if m % 2 else top
+        owned = True
     y = y[0]
     if keepdim:
         for d in rd:
@@ -67,13 +75,26 @@ def tree_sum64(
 
 
 def _tree_last(x: torch.Tensor, keepdim: bool) -> torch.Tensor:
-    """The same fixed tree along the last dimension, on strided halves (no transposing copy)."""
+    """The same fixed tree along the last dimension, on strided halves (no transposing copy).
+
+    The first level writes a fresh tensor; the levels after it add in place into
+    that tensor's first half, except the last (h == 1), which writes a fresh
+    result. The same additions, in the same order.
+    """
     y = x
+    owned = False
     while y.shape[-1] > 1:
         m = y.shape[-1]
         h = m // 2
+        if owned and h > 1:
+            y[..., :h].add_(y[..., h : 2 * h])
+            if m % 2:
+                y[..., h].copy_(y[..., 2 * h])
+            y = y[..., : h + m % 2]
+            continue
         top = y[..., :h] + y[..., h : 2 * h]
         y = torch.cat([top, y[..., 2 * h :]], dim=-1) if m % 2 else top
+        owned = True
     return y if keepdim else y.squeeze(-1)
 
 
