@@ -259,9 +259,10 @@ def _float_mm_exact(lhs: torch.Tensor, rhs_t: torch.Tensor) -> torch.Tensor:
 def _int_mm_exact(lhs: torch.Tensor, rhs_t: torch.Tensor) -> torch.Tensor:
     """``lhs @ rhs_t.T`` for int8 operands, exact: int32 per K-chunk, int64 across chunks.
 
-    ``rhs_t`` is passed transposed, so the kernel sees a column-major right
-    operand, the layout int8 GEMMs are fast with (NOTES.md). A GPU without an
-    int8 GEMM gets the exact float32 path, which gives the same integers.
+    ``rhs_t`` is passed transposed: on CUDA, made contiguous, the kernel sees the
+    column-major right operand that cuBLASLt's int8 GEMM wants; on CPUs any
+    strides do (every layout of either operand measured the same speed). A GPU
+    without an int8 GEMM gets the exact float32 path, which gives the same integers.
     """
     m, n, k = lhs.shape[0], rhs_t.shape[0], lhs.shape[1]
     if lhs.is_cuda:
@@ -340,7 +341,7 @@ def _batched_int8(
     while they are in cache; ``sink(chunk, b0, b1)`` gets the float64 value of
     entries ``b0:b1``, valid until the next group. (Measured against one GEMM per
     entry of the slices stacked along N: the stacking copies, the wasted zero
-    products and the combine's strided reads cost more than the 3x more calls.)
+    products and the combine's strided reads cost more than four times the calls.)
     """
     batch, m, n = a8.shape[0], a8.shape[1], b8.shape[1]
     group = max(1, min(batch, _COMBINE_CHUNK // max(m * n, 1)))
