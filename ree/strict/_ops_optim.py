@@ -27,20 +27,39 @@ F32 = torch.float32
 # -- fused-style elementwise ops ---------------------------------------------------------
 
 
+def _scaled(t: torch.Tensor, value: Any) -> torch.Tensor:
+    # in place only where the product keeps t's dtype (a float t and a Python value)
+    if value == 1:
+        return t
+    return t.mul_(value) if t.is_floating_point() else torch.mul(t, value)
+
+
+def _cmul(t1: torch.Tensor, t2: torch.Tensor, value: Any) -> torch.Tensor:
+    return _scaled(torch.mul(t1, t2), value)
+
+
+def _cdiv(t1: torch.Tensor, t2: torch.Tensor, value: Any) -> torch.Tensor:
+    return _scaled(div(t1, t2), value)
+
+
 def addcmul(x: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor, value: Any = 1) -> torch.Tensor:
     """``x + value * (t1 * t2)`` with every operation rounded on its own."""
-    p = torch.mul(t1, t2)
-    if value != 1:
-        p = torch.mul(p, value)
-    return torch.add(x, p)
+    return torch.add(x, _cmul(t1, t2, value))
+
+
+def addcmul_(x: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor, value: Any = 1) -> torch.Tensor:
+    """:func:`addcmul` written into ``x`` (the product is formed before ``x`` changes)."""
+    return x.add_(_cmul(t1, t2, value))
 
 
 def addcdiv(x: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor, value: Any = 1) -> torch.Tensor:
     """``x + value * (t1 / t2)`` with every operation rounded on its own."""
-    q = div(t1, t2)
-    if value != 1:
-        q = torch.mul(q, value)
-    return torch.add(x, q)
+    return torch.add(x, _cdiv(t1, t2, value))
+
+
+def addcdiv_(x: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor, value: Any = 1) -> torch.Tensor:
+    """:func:`addcdiv` written into ``x`` (the quotient is formed before ``x`` changes)."""
+    return x.add_(_cdiv(t1, t2, value))
 
 
 def lerp(x: torch.Tensor, end: torch.Tensor, weight: Any) -> torch.Tensor:
@@ -58,6 +77,15 @@ def lerp(x: torch.Tensor, end: torch.Tensor, weight: Any) -> torch.Tensor:
     return torch.where(w.abs() < 0.5, low, high)
 
 
+def lerp_(x: torch.Tensor, end: torch.Tensor, weight: Any) -> torch.Tensor:
+    """:func:`lerp` written into ``x``; a Python weight below 0.5 adds into ``x`` directly."""
+    if not isinstance(weight, torch.Tensor):
+        w = torch.tensor(weight, dtype=x.dtype, device=x.device)
+        if abs(float(w)) < 0.5:
+            return x.add_(torch.mul(w, torch.sub(end, x)))
+    return inplace(x, lerp(x, end, weight))
+
+
 @handles(aten.addcmul.default)
 def _addcmul(
     ctx: Any, x: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor, *, value: Any = 1
@@ -69,7 +97,7 @@ def _addcmul(
 def _addcmul_(
     ctx: Any, x: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor, *, value: Any = 1
 ) -> torch.Tensor:
-    return inplace(x, addcmul(x, t1, t2, value))
+    return addcmul_(x, t1, t2, value)
 
 
 @handles(aten.addcdiv.default)
@@ -83,7 +111,7 @@ def _addcdiv(
 def _addcdiv_(
     ctx: Any, x: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor, *, value: Any = 1
 ) -> torch.Tensor:
-    return inplace(x, addcdiv(x, t1, t2, value))
+    return addcdiv_(x, t1, t2, value)
 
 
 @handles(aten.lerp.Scalar, aten.lerp.Tensor)
@@ -93,7 +121,7 @@ def _lerp(ctx: Any, x: torch.Tensor, end: torch.Tensor, weight: Any) -> torch.Te
 
 @handles(aten.lerp_.Scalar, aten.lerp_.Tensor)
 def _lerp_(ctx: Any, x: torch.Tensor, end: torch.Tensor, weight: Any) -> torch.Tensor:
-    return inplace(x, lerp(x, end, weight))
+    return lerp_(x, end, weight)
 
 
 # -- foreach: each tensor through the strict mode ------------------------------------------------
@@ -207,13 +235,13 @@ def _adam_step(
             inplace(p, torch.mul(p, 1 - lr * wd))
         else:
             g = add(g, p, wd)
-    inplace(m, lerp(m, g, 1 - beta1))
+    lerp_(m, g, 1 - beta1)
     inplace(v, addcmul(torch.mul(v, beta2), g, g, 1 - beta2))
     # Python float math on the host, written as torch's single-tensor Adam writes it
     bias1 = 1 - beta1**step
     bias2_sqrt = (1 - beta2**step) ** 0.5
     denom = torch.add(div(torch.sqrt(v), bias2_sqrt), eps)
-    inplace(p, addcdiv(p, m, denom, -(lr / bias1)))
+    addcdiv_(p, m, denom, -(lr / bias1))
 
 
 def _fused_adam(decoupled: bool) -> Any:
