@@ -545,15 +545,15 @@ def matmul64(
     value is a :func:`_scratch` buffer, valid until the next strict matmul.
     """
     _check(a, b)
-    ea, a_clean, a_bad = _row_exponents(a)
-    eb, b_clean, b_bad = _row_exponents(b.mT)
     k = a.shape[-1]
-    if k == 0:
+    if k == 0:  # an empty sum (before the row maxima: amax has no empty reduction)
         shape = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
         zeros = torch.zeros(
             (*shape, a.shape[-2], b.shape[-1]), dtype=torch.float64, device=a.device
         )
         return zeros, zeros.to(torch.bool)
+    ea, a_clean, a_bad = _row_exponents(a)
+    eb, b_clean, b_bad = _row_exponents(b.mT)
     sa = _slices(a_clean, ea, top_first=True, slot="lhs-slices")
     sb = _slices(b_clean, eb, top_first=False, slot="rhs-slices")
     engine = _pick_engine(engine, a)

@@ -173,6 +173,24 @@ def test_matmul_of_views_batches_and_nonfinite() -> None:
     assert torch.isfinite(c2[0]).all()
 
 
+@pytest.mark.parametrize(
+    "shapes", [((0, 3), (3, 4)), ((2, 0), (0, 4)), ((5, 2, 0), (5, 0, 3)), ((4, 0), (0,))]
+)
+def test_matmul_with_an_empty_dimension_matches_torch(shapes: tuple[tuple[int, ...], ...]) -> None:
+    a, b = (torch.randn(s) for s in shapes)
+    with enter_strict():
+        c = torch.matmul(a, b)
+        grads = torch.randn(c.shape)
+    assert torch.equal(c, torch.matmul(a, b))  # all zeros where the sum is empty
+    ref = a.clone().requires_grad_(True)
+    torch.matmul(ref, b).backward(grads)
+    a.requires_grad_(True)
+    with enter_strict():
+        torch.matmul(a, b).backward(grads)
+    assert a.grad is not None
+    assert torch.equal(a.grad, ref.grad)
+
+
 def test_matmul_handles_subnormal_and_huge_rows() -> None:
     from ree.strict import strict_matmul
 
