@@ -7,6 +7,7 @@ fresh namespaces with only ``lo``, under rlimits, in a scratch directory;
 
 from coordinator.sandbox._errors import (
     CpuTimeLimitError,
+    DiskLimitError,
     FileSizeLimitError,
     MemoryLimitError,
     SandboxError,
@@ -23,6 +24,7 @@ __all__ = [
     "DEFAULT_USER",
     "SANDBOX_SCRATCH",
     "CpuTimeLimitError",
+    "DiskLimitError",
     "FileSizeLimitError",
     "Limits",
     "MemoryLimitError",

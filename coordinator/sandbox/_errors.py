@@ -35,3 +35,7 @@ class FileSizeLimitError(SandboxLimitError):
 
 class SandboxTimeoutError(SandboxLimitError, TimeoutError):
     """The task ran longer (wall clock) than its limit and was killed with all it started."""
+
+
+class DiskLimitError(SandboxLimitError):
+    """The task's scratch directory grew past its limit (all its files together)."""

@@ -9,7 +9,9 @@ Task code is someone else's code. :class:`Sandbox` runs one command:
   reachable; ``/root`` hidden; private ``/tmp``, ``/var/tmp`` and ``/dev/shm``;
 * with rlimits on CPU time, address space, open files and file size;
 * in a scratch directory, seen inside as ``/tmp/scratch`` (its working directory
-  and ``$HOME``), which is the only place it can leave files.
+  and ``$HOME``), which is the only place it can leave files; the host measures
+  it about once a second and kills the task when all its files together pass
+  ``Limits.disk_bytes`` (an rlimit caps one file, not their number).
 
 A wall-clock limit kills the task and everything it started (the PID namespace
 dies with its init). It needs root; see :func:`Sandbox.check_host`.
@@ -32,6 +34,7 @@ from typing import Any
 
 from coordinator.sandbox._errors import (
     CpuTimeLimitError,
+    DiskLimitError,
     FileSizeLimitError,
     MemoryLimitError,
     SandboxError,
@@ -46,6 +49,7 @@ STAGE2 = Path(__file__).with_name("_stage2.py")
 SANDBOX_SCRATCH = "/tmp/scratch"  # noqa: S108 - a path inside the sandbox's private /tmp
 _MEMORY_SIGNS = ("MemoryError", "Cannot allocate memory", "bad_alloc", "can't allocate memory")
 _TAIL = 4000
+_DISK_POLL_S = 1.0  # how often the host measures a running task's scratch directory
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ class Limits:
     file_size_bytes: int = 4 << 30
     wall_s: float = 3600.0
     tmpfs_bytes: int = 256 << 20
+    disk_bytes: int = 64 << 30  # the scratch directory, all files together
 
     def rlimits(self) -> dict[str, tuple[int, int]]:
         """The rlimits set in the task, by their :mod:`resource` names.
@@ -88,11 +93,13 @@ class SandboxResult:
     limits: Limits
     timed_out: bool = False
     setup_error: str | None = None
+    disk_exceeded: bool = False
 
     @property
     def ok(self) -> bool:
         """True when the task exited with status 0."""
-        return self.returncode == 0 and not self.timed_out and self.setup_error is None
+        return (self.returncode == 0 and not self.timed_out and not self.disk_exceeded
+                and self.setup_error is None)  # fmt: skip
 
     def check(self) -> SandboxResult:
         """Return self if the task succeeded; raise the error that says how it did not."""
@@ -105,6 +112,10 @@ class SandboxResult:
     def error(self) -> TaskFailedError:
         """The error for a run that did not succeed."""
         lim, tail = self.limits, self.stderr[-800:]
+        if self.disk_exceeded:
+            return DiskLimitError(
+                f"the task's files passed its disk limit of {lim.disk_bytes} bytes and it was "
+                "killed with every process it started; raise Limits.disk_bytes if it needs more")
         if self.timed_out:
             return SandboxTimeoutError(
                 f"the task ran past its wall-clock limit of {lim.wall_s}s and was killed with "
@@ -218,12 +229,19 @@ def _launch(spec: dict[str, Any], scratch: Path, limits: Limits) -> SandboxResul
                 start_new_session=True, close_fds=True)
         finally:
             os.close(write_fd)
-        try:
-            proc.wait(timeout=limits.wall_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            os.killpg(proc.pid, signal.SIGKILL)  # its init dies, and with it the namespace
-            proc.wait()
+        disk_exceeded = False
+        while True:
+            left = limits.wall_s - (time.monotonic() - start)
+            try:
+                proc.wait(timeout=max(0.0, min(_DISK_POLL_S, left)))
+                break
+            except subprocess.TimeoutExpired:
+                timed_out = left <= _DISK_POLL_S
+                disk_exceeded = not timed_out and disk_usage(scratch) > limits.disk_bytes
+                if timed_out or disk_exceeded:
+                    os.killpg(proc.pid, signal.SIGKILL)  # its init dies, and with it the namespace
+                    proc.wait()
+                    break
         with os.fdopen(read_fd, "rb") as status_pipe:
             lines = status_pipe.read().decode(errors="replace").splitlines()
         wall = time.monotonic() - start
@@ -234,13 +252,25 @@ def _launch(spec: dict[str, Any], scratch: Path, limits: Limits) -> SandboxResul
             status.update(json.loads(line))
         except json.JSONDecodeError:
             continue
-    if not status and not timed_out:
+    if not status and not (timed_out or disk_exceeded):
         status["setup_error"] = f"the launcher exited with {proc.returncode}: {stderr[-800:]}"
     return SandboxResult(
         argv=list(spec["argv"]), scratch=scratch, returncode=status.get("exit"),
         signal=status.get("signal"), stdout=stdout, stderr=stderr,
         cpu_s=float(status.get("cpu_s", 0.0)), wall_s=wall, limits=limits,
-        timed_out=timed_out, setup_error=status.get("setup_error"))
+        timed_out=timed_out, setup_error=status.get("setup_error"), disk_exceeded=disk_exceeded)
+
+
+def disk_usage(top: Path) -> int:
+    """Bytes the files under ``top`` take on disk (allocated blocks; links not followed)."""
+    total = 0
+    for root, dirs, files in os.walk(top):
+        for name in dirs + files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except OSError:  # removed while we walked
+                continue
+    return total
 
 
 def _tail(f: Any) -> str:

@@ -13,6 +13,7 @@ import pytest
 
 from coordinator.sandbox import (
     CpuTimeLimitError,
+    DiskLimitError,
     FileSizeLimitError,
     Limits,
     MemoryLimitError,
@@ -119,6 +120,22 @@ def test_a_file_over_the_size_limit_kills_the_task(sandbox: Sandbox, tmp_path: P
                  Limits(file_size_bytes=1 << 20))
     with pytest.raises(FileSizeLimitError, match="size limit of 1048576"):
         result.check()
+
+
+def test_many_files_over_the_disk_limit_kill_the_task(sandbox: Sandbox, tmp_path: Path) -> None:
+    # each file is under the file-size rlimit; together they pass the disk limit
+    code = ("import itertools, time\n"
+            "for i in itertools.count():\n"
+            "    open(f'f{i}', 'wb').write(b'0' * (1 << 20))\n"
+            "    time.sleep(0.01)\n")
+    result = _py(sandbox, code, tmp_path / "big", Limits(disk_bytes=8 << 20,
+                                                         file_size_bytes=2 << 20, wall_s=120))  # fmt: skip
+    assert result.disk_exceeded
+    assert not result.timed_out
+    with pytest.raises(DiskLimitError, match="disk limit of 8388608 bytes"):
+        result.check()
+    code = "open('f', 'wb').write(b'0' * (1 << 20)); import time; time.sleep(2.5)"  # polled
+    assert _py(sandbox, code, tmp_path / "small", Limits(disk_bytes=8 << 20)).ok
 
 
 def test_open_files_are_limited(sandbox: Sandbox, tmp_path: Path) -> None:
