@@ -338,15 +338,15 @@ def _uniform_like(ctx: Any, x: torch.Tensor) -> torch.Tensor:
 def _below(ctx: Any, x: torch.Tensor, p: float) -> torch.Tensor:
     """``uniform < p`` in ``x``'s shape, as a bool mask, with the uniforms compared as integers.
 
-    A uniform is ``j * 2**-24`` for the top 24 bits ``j`` of a word, and torch
-    compares a float32 tensor with a Python number in float32; so ``u < p`` is
-    ``j < ceil(float32(p) * 2**24)`` (an exact product), without forming ``u``.
+    A uniform is ``j * 2**-24`` for the top 24 bits ``j`` of a word ``w``, and
+    torch compares a float32 tensor with a Python number in float32; so ``u < p``
+    is ``j < L`` with ``L = ceil(float32(p) * 2**24)`` (an exact product), which
+    is ``w < L * 2**8``: neither ``u`` nor ``j`` is formed.
     """
     pf = float(torch.tensor(float(p), dtype=torch.float64).to(F32))
     # nan compares false; p >= 1 admits all 2**24 values of j, p <= 0 none
     limit = 0 if pf != pf or pf <= 0 else 1 << 24 if pf >= 1 else math.ceil(pf * 2.0**24)
-    words = ctx.generator.bits(x.numel(), x.device)
-    return (words.bitwise_right_shift_(8) < limit).reshape(x.shape)
+    return (ctx.generator.bits(x.numel(), x.device) < limit << 8).reshape(x.shape)
 
 
 def _check_generator(generator: Any) -> None:
