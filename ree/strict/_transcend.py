@@ -101,7 +101,9 @@ def _exp_parts(
     r = torch.mul(kf, _LN2_N_HI)
     torch.sub(x, r, out=r)
     r.sub_(torch.mul(kf, _LN2_N_LO))
-    k = kf.to(torch.int64)
+    # |k| <= 2**16 for x in range: int32 holds it, and converts, masks and indexes
+    # faster than int64; only the exponent field is widened, to be shifted into place
+    k = kf.to(torch.int32)
     is_zero = k == 0 if k_zero else None
     # index_select, not advanced indexing: the same values, several times faster on CPUs
     t = torch.index_select(_exp2_tensor(x.device), 0, (k & (_TABLE_N - 1)).reshape(-1))
@@ -109,7 +111,8 @@ def _exp_parts(
     m = k.bitwise_right_shift_(_TABLE_BITS)
     if not in_range:
         m.clamp_(-F64_BIAS + 1, F64_BIAS)
-    scale = m.add_(F64_BIAS).bitwise_left_shift_(F64_MANT_BITS).view(torch.float64)
+    biased = m.add_(F64_BIAS).to(torch.int64)
+    scale = biased.bitwise_left_shift_(F64_MANT_BITS).view(torch.float64)
     # c6 * r + c5 first: the same product as Horner's from a tensor of c6
     p = torch.mul(r, _POLY[-1]).add_(_POLY[-2])
     for c in reversed(_POLY[:-2]):
