@@ -59,6 +59,9 @@ class Solver(Node):
     """A staked machine that claims, trains, commits, reveals and collects."""
 
     role = "solver"
+    max_failed_tasks = 3  # tasks in a row whose runs failed here before it stops claiming
+    failed_tasks = 0
+    _said_stopped = False
 
     def _tick(self) -> bool:
         did = False
@@ -78,6 +81,7 @@ class Solver(Node):
                 not mine
                 and f"runfailed:{tid}" not in self.state.done
                 and any(SlotState(s["state"]) == SlotState.OPEN for s in slots)
+                and self.claiming()
             ):
                 did = self.try_claim(tid, t) or did
             if mine:
@@ -117,9 +121,28 @@ class Solver(Node):
         except Exception:
             if f"runfailed:{tid}" not in self.state.done:
                 self.state.done.append(f"runfailed:{tid}")
+                self.failed_tasks += 1
                 self.save()
                 self.log(f"task {tid}: the run failed; this node will not claim the task again")
             raise
+        self.failed_tasks = 0
+
+    def claiming(self) -> bool:
+        """False once the runs of ``max_failed_tasks`` tasks in a row have failed on this node.
+
+        Something is wrong with the node itself then (each claim it lets expire
+        costs a bond): it stops taking new tasks, still finishes what it holds,
+        and says so once. A restart clears it.
+        """
+        if self.failed_tasks < self.max_failed_tasks:
+            return True
+        if not self._said_stopped:
+            self._said_stopped = True
+            self.log(
+                f"stopped claiming new tasks: the runs of the last {self.failed_tasks} tasks "
+                "failed on this node (see the errors above); fix the node and restart it"
+            )
+        return False
 
     def run_dir(self, tid: int, slot: int) -> Path:
         """Where this node keeps the run of (tid, slot)."""

@@ -275,9 +275,10 @@ class _BrokenExecutor:
         raise TaskRunError(f"the sandbox could not run the task: /tmp/scratch-{self.calls}")
 
 
-def test_a_solver_whose_executor_keeps_failing_leaves_the_task_to_another(net: Net) -> None:
+def test_a_solver_whose_runs_keep_failing_leaves_its_task_and_stops_claiming(net: Net) -> None:
     broken = net.add(Solver)
     broken.executor = _BrokenExecutor()
+    broken.max_failed_tasks = 1
     other = net.add(Solver)
     tid = net.submit(steps=8, commit_interval=2)
     net.drive(tid)
@@ -303,5 +304,11 @@ def test_a_solver_whose_executor_keeps_failing_leaves_the_task_to_another(net: N
         2**i for i in range(1, len(again) + 1)
     ]
     assert b"/tmp/scratch-1" in net.store.get(first)
+    # one task's run failed (max_failed_tasks here): it takes no new task, so it loses no bond
+    tid2 = net.submit(steps=8, commit_interval=2)
+    net.drive(tid2)
+    assert net.p.get_slot(tid2, 0)["solver"] == other.address
+    assert net.p.stake_of(broken.address)["staked"] == STAKE - BOND
+    assert broken.log_path.read_text().count("stopped claiming new tasks") == 1
     net.withdraw_everything()
     net.check_conservation()
