@@ -81,8 +81,9 @@ def _scratch(
     """A reusable CPU buffer for a value that never leaves this module's functions.
 
     Fresh multi-megabyte CPU tensors cost page faults on every call (measured: up
-    to a third of a tiled matmul's time), so :func:`matmul_2d` keeps one buffer
-    per slot and thread, grown to the largest size asked for; tiles bound it.
+    to a third of a tiled matmul's time), so the slicing, the batched GEMMs and
+    the combines keep one buffer per slot and thread, grown to the largest size
+    asked for; tiles and chunks bound it.
     Other devices get a fresh tensor: their caching allocators reuse memory.
     """
     if device.type != "cpu":
@@ -195,7 +196,7 @@ def _slice_rows(
 
     if x.device.type == "cpu":
         # slice 3 - j is byte j of w read as a signed byte, which is what the
-        # int32 -> int8 conversion keeps (it wraps modulo 2**8, tested): after each
+        # int32 -> int8 conversion keeps (it wraps modulo 2**8: test_ops checks it): after each
         # arithmetic shift by 8 the next byte is the low one, and the top byte comes
         # out sign-extended. Whole contiguous int32 words, no byte-strided copies.
         for j in range(SLICES):

@@ -143,7 +143,7 @@ def _embedding_backward(
     require_f32("embedding_dense_backward", grad)
     d = grad.shape[-1]
     g = grad.reshape(-1, d)
-    idx = indices.reshape(-1)
+    idx = indices.reshape(-1).long()  # int32 indices too: index_copy_ takes int64 only
     keep = idx != padding_idx
     g = torch.where(keep.unsqueeze(1), g, torch.zeros((), dtype=g.dtype, device=g.device))
     used, slot = torch.unique(idx, sorted=True, return_inverse=True)

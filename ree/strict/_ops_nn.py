@@ -370,10 +370,13 @@ def pow_scalar(x: torch.Tensor, p: float) -> torch.Tensor:
     if p == 0.5:
         return torch.sqrt(x)
     if float(p).is_integer() and abs(p) <= 64:
-        return map_elementwise(lambda t: _int_power(f64(t), int(p)), x)
-    return map_elementwise(
-        lambda t: _pow_general(f64(t), torch.full_like(t, float(p), dtype=torch.float64)), x
-    )
+        y = map_elementwise(lambda t: _int_power(f64(t), int(p)), x)
+    else:
+        y = map_elementwise(
+            lambda t: _pow_general(f64(t), torch.full_like(t, float(p), dtype=torch.float64)), x
+        )
+    # in the input's memory layout, as torch gives it (a caller may view the result)
+    return y if x.is_contiguous() else torch.empty_like(x).copy_(y)
 
 
 def _pow_general(x64: torch.Tensor, p64: torch.Tensor) -> torch.Tensor:

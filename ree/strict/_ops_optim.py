@@ -62,13 +62,19 @@ def addcdiv_(x: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor, value: Any = 1
     return x.add_(_cdiv(t1, t2, value))
 
 
+def _low_side(weight: Any, dtype: torch.dtype) -> bool:
+    """True when a Python lerp weight, rounded to ``dtype``, is below 0.5 in magnitude."""
+    return abs(float(torch.tensor(weight, dtype=dtype))) < 0.5
+
+
 def lerp(x: torch.Tensor, end: torch.Tensor, weight: Any) -> torch.Tensor:
     """torch's two-sided lerp formula, decomposed: exact at weight 0 and 1."""
     diff = torch.sub(end, x)
     if not isinstance(weight, torch.Tensor):
         w = torch.tensor(weight, dtype=x.dtype, device=x.device)
-        # one weight picks one side for every element: compute that side alone
-        if abs(float(w)) < 0.5:
+        # one weight picks one side for every element: compute that side alone (decided
+        # on the host, from the weight rounded to x's dtype: no device round trip)
+        if _low_side(weight, x.dtype):
             return torch.add(x, torch.mul(w, diff))
         return torch.sub(end, torch.mul(diff, torch.sub(1.0, w)))
     w = weight
@@ -79,10 +85,9 @@ def lerp(x: torch.Tensor, end: torch.Tensor, weight: Any) -> torch.Tensor:
 
 def lerp_(x: torch.Tensor, end: torch.Tensor, weight: Any) -> torch.Tensor:
     """:func:`lerp` written into ``x``; a Python weight below 0.5 adds into ``x`` directly."""
-    if not isinstance(weight, torch.Tensor):
+    if not isinstance(weight, torch.Tensor) and _low_side(weight, x.dtype):
         w = torch.tensor(weight, dtype=x.dtype, device=x.device)
-        if abs(float(w)) < 0.5:
-            return x.add_(torch.mul(w, torch.sub(end, x)))
+        return x.add_(torch.mul(w, torch.sub(end, x)))
     return inplace(x, lerp(x, end, weight))
 
 

@@ -93,7 +93,8 @@ def _exp_parts(
     ``r = x - k*ln2/64`` (``k = 64m + j``) has |r| <= ln2/128, where the degree-6
     polynomial is accurate to 2**-60. The mask ``k == 0`` is None unless ``k_zero``
     asks for it. ``in_range`` says that ``x`` is at most
-    _EXP_FAST_MAX, so that ``m`` is at most 1023 and needs no clamp. Every op after
+    _EXP_FAST_MAX, so that ``m`` is at most 1023 and needs no clamp (the lower
+    bound EXP_MIN keeps the biased exponent of ``2**m`` above 0 either way). Every op after
     the first of each value is in place on a fresh tensor: the same roundings,
     fewer allocations.
     """

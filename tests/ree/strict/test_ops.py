@@ -251,14 +251,38 @@ def test_softmax_special_rows() -> None:
     assert torch.isnan(y[2]).all()
 
 
-def test_embedding_backward_is_exact_for_representable_sums() -> None:
+@pytest.mark.parametrize("index_dtype", [torch.int64, torch.int32])
+def test_embedding_backward_is_exact_for_representable_sums(index_dtype: torch.dtype) -> None:
     weight = torch.zeros(5, 3, requires_grad=True)
-    idx = torch.tensor([1, 1, 4, 1, 0])
+    idx = torch.tensor([1, 1, 4, 1, 0], dtype=index_dtype)  # nn.Embedding takes int32 too
     grad = torch.tensor([[1.0, 2.0**-20, 3.0]] * 5) * torch.arange(1, 6).to(F32).unsqueeze(1)
     with enter_strict():
         (gw,) = torch.autograd.grad(F.embedding(idx, weight), weight, grad)
-    want = torch.zeros(5, 3, dtype=torch.float64).index_add_(0, idx, grad.double()).to(F32)
+    want = torch.zeros(5, 3, dtype=torch.float64).index_add_(0, idx.long(), grad.double()).to(F32)
     assert torch.equal(gw, want)
+
+
+@pytest.mark.parametrize("p", [2.0, 3.0, 1.5, -1.0])
+def test_pow_of_a_transposed_tensor_keeps_its_layout(p: float) -> None:
+    x = torch.rand(4, 6, generator=torch.Generator().manual_seed(8)).add_(0.5).t()
+    with enter_strict():
+        y = x**p
+    assert y.stride() == (x**p).stride() == x.stride()
+    assert torch.equal(y.t().reshape(-1), y.t().view(-1))  # a caller may view it as torch's
+
+
+def test_int32_to_int8_conversion_wraps_as_the_cpu_slicing_needs() -> None:
+    # the strict matmul takes each byte of a word by this conversion on CPUs (_matmul._slices):
+    # a torch that saturated instead would change every product, so it must fail here
+    w = torch.tensor([0, 127, 128, 255, 256, -1, -129, 0x12345678, -0x12345678, 2**31 - 1],
+                     dtype=torch.int32)  # fmt: skip
+    want = torch.tensor([((v + 128) % 256) - 128 for v in w.tolist()], dtype=torch.int8)
+    assert torch.equal(w.to(torch.int8), want)
+    big = w.repeat(100)  # long enough for the vectorized kernels
+    dest = torch.empty(2, big.numel(), dtype=torch.int8)[:, ::1][0]
+    assert torch.equal(dest.copy_(big), want.repeat(100))
+    strided = torch.empty(big.numel(), 3, dtype=torch.int8)[:, 1]
+    assert torch.equal(strided.copy_(big), want.repeat(100))
 
 
 def test_embedding_backward_pads_and_scales_by_frequency() -> None:
