@@ -23,15 +23,12 @@ import torch
 
 from coordinator.tasks import RunRequest, RunResult
 from ree.optrace import (
-    CHALLENGER,
-    DEFENDER,
-    Finding,
     OpTrace,
     check_links,
     find_divergence,
     load_op_inputs,
-    referee,
 )
+from tests.ree.optrace.adversaries import assert_ruled_at_op_both_ways
 
 RECIPE = Path(__file__).resolve().parents[3] / "recipes" / "accelerate_classifier.py"
 K = 2  # the disputed step
@@ -115,14 +112,7 @@ def _fetch_from(job: Job) -> Any:
 
 def _referee_rules_at(job: Job, faulty: OpTrace, op: int) -> None:
     """The referee, from the honest party's kept inputs, finds ``op`` and rules against its fault."""
-    h = _trace(job.honest)
-    roots = {"state_root": h.state_root, "batch_root": h.batch_root, "batch_n": h.batch_n}
-    for defender, challenger, winner in ((h, faulty, DEFENDER), (faulty, h, CHALLENGER)):
-        verdict = referee(
-            defender, challenger, **roots, fetch_inputs=_fetch_from(job), execute_in=None
-        )
-        assert (verdict.winner, verdict.finding, verdict.op_index) == (winner, Finding.OUTPUT, op)
-        assert verdict.ops_executed == 1
+    assert_ruled_at_op_both_ways(_trace(job.honest), faulty, op, _fetch_from(job))
 
 
 def test_a_traced_step_commits_to_the_root_of_step_k_minus_1_and_retraces_the_same(

@@ -21,16 +21,13 @@ import torch
 import ree
 from coordinator.tasks import RunRequest, RunResult
 from ree.optrace import (
-    CHALLENGER,
-    DEFENDER,
-    Finding,
     OpTrace,
     check_links,
     find_divergence,
     load_op_inputs,
-    referee,
 )
 from tests.gensyn_integrations.hf import client_app as app
+from tests.ree.optrace.adversaries import assert_ruled_at_op_both_ways
 
 STEPS = 6  # 20 examples in micro-batches of 4, two per step: step 4 starts the second epoch
 
@@ -154,13 +151,7 @@ def test_an_ulp_fault_parts_the_traces_at_that_op_and_the_referee_runs_only_it(
     # a strict trace records the step's own ops (the tracer sits on top of strict mode), so
     # the referee runs the one op through strict mode's kernels
     run_in = (lambda: ree.deterministic(mode="strict")) if mode == "strict" else None
-    roots = {"state_root": h.state_root, "batch_root": h.batch_root, "batch_n": h.batch_n}
-    for defender, challenger, winner in ((h, f, DEFENDER), (f, h, CHALLENGER)):
-        verdict = referee(
-            defender, challenger, **roots, fetch_inputs=_fetch(honest), execute_in=run_in
-        )
-        assert (verdict.winner, verdict.finding, verdict.op_index) == (winner, Finding.OUTPUT, op)
-        assert verdict.ops_executed == 1
+    assert_ruled_at_op_both_ways(h, f, op, _fetch(honest), run_in)
 
 
 def test_a_step_that_reads_a_tensor_outside_state_and_batch_gives_op_trace_error(

@@ -6,6 +6,8 @@ import dataclasses
 import enum
 import functools
 import random
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils._python_dispatch import _disable_current_modes
 
-from ree.optrace import OpTrace, OpTracer, batch_tree
+from ree.optrace import CHALLENGER, DEFENDER, Finding, OpTrace, OpTracer, batch_tree, referee
 from tests.ree.optrace.steps import make_job, trace_step
 
 
@@ -166,3 +168,20 @@ def attacks(fault: Fault, seeds: range, per_seed: int = 1) -> list[Attack]:
         rng = random.Random(f"{fault.name}:{seed}")
         out += [Attack(fault, seed, t) for t in rng.sample(pool, per_seed)]
     return out
+
+
+def assert_ruled_at_op_both_ways(
+    honest: OpTrace,
+    faulty: OpTrace,
+    op: int,
+    fetch_inputs: Callable[[Any], list[torch.Tensor]],
+    execute_in: Callable[[], AbstractContextManager[Any]] | None = None,
+) -> None:
+    """The referee finds ``op`` and rules against the faulty trace, whichever side it is on,
+    re-executing that one op from the honest party's kept inputs."""
+    for defender, challenger, winner in ((honest, faulty, DEFENDER), (faulty, honest, CHALLENGER)):
+        verdict = referee(defender, challenger, state_root=honest.state_root,
+                          batch_root=honest.batch_root, batch_n=honest.batch_n,
+                          fetch_inputs=fetch_inputs, execute_in=execute_in)  # fmt: skip
+        assert (verdict.winner, verdict.finding, verdict.op_index) == (winner, Finding.OUTPUT, op)
+        assert verdict.ops_executed == 1
