@@ -25,9 +25,41 @@ F32 = torch.float32
 
 
 def inplace(self: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """Write ``value`` into ``self`` and return ``self``, as aten's in-place ops do."""
+    """Write ``value`` into ``self`` and return ``self``, as aten's in-place ops do.
+
+    A result of a kind ``self`` cannot hold (a float into an integer tensor) is
+    refused with torch's own error, not truncated by the copy.
+    """
+    if isinstance(value, torch.Tensor) and _kind(value.dtype) > _kind(self.dtype):
+        raise RuntimeError(
+            f"result type {_dtype_name(value.dtype)} can't be cast to the desired output type "
+            f"{_dtype_name(self.dtype)}"
+        )
     self.copy_(value)
     return self
+
+
+def _kind(dtype: torch.dtype) -> int:
+    """bool < integer < floating < complex: torch casts a result only down to its own kind
+    (``torch.can_cast``'s rule, without its aten call, which would reach this mode)."""
+    if dtype == torch.bool:
+        return 0
+    if dtype.is_complex:
+        return 3
+    return 2 if dtype.is_floating_point else 1
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    """torch's name for a scalar type in its casting errors (``Float``, ``Long``...)."""
+    return _SCALAR_NAMES.get(dtype, str(dtype))
+
+
+_SCALAR_NAMES = {
+    torch.bool: "Bool", torch.uint8: "Byte", torch.int8: "Char", torch.int16: "Short",
+    torch.int32: "Int", torch.int64: "Long", torch.float16: "Half", torch.bfloat16: "BFloat16",
+    torch.float32: "Float", torch.float64: "Double", torch.complex64: "ComplexFloat",
+    torch.complex128: "ComplexDouble",
+}  # fmt: skip
 
 
 def on_device(x: Any, like: torch.Tensor) -> Any:

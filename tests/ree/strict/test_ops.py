@@ -645,3 +645,21 @@ def test_int32_joined_diagonals_give_the_bits_of_the_float_engine(k: int) -> Non
     assert torch.equal(strict_matmul(a[1], b[1], "int8"), batched[1])
     # the float64 value that baddbmm rounds (a path of its own on CPUs)
     assert torch.equal(matmul64(a, b, "int8")[0], matmul64(a, b, "float")[0])
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool])
+def test_an_in_place_float_result_into_an_integer_tensor_is_refused_as_torch_does(
+    dtype: torch.dtype,
+) -> None:
+    half = torch.tensor([0.5, 1.5, 2.5])
+    with pytest.raises(RuntimeError) as plain:
+        torch.ones(3, dtype=dtype).add_(half)
+    x = torch.ones(3, dtype=dtype)
+    with enter_strict(), pytest.raises(RuntimeError) as strict:
+        x.add_(half)
+    assert str(strict.value) == str(plain.value)
+    assert torch.equal(x, torch.ones(3, dtype=dtype))  # nothing was written
+    if dtype != torch.bool:
+        with enter_strict():
+            x.add_(2).mul_(3)  # an integer result is written, as torch writes it
+        assert torch.equal(x, torch.full((3,), 9, dtype=dtype))
