@@ -163,7 +163,7 @@ class Node:
         # where it was raised, not its message (which may name a fresh scratch folder)
         frames = traceback.extract_tb(e.__traceback__)
         where = (type(e).__qualname__, *((f.filename, f.lineno) for f in frames))
-        if self.state.failures and where == self._last_failure:
+        if where == self._last_failure:
             self._repeats += 1
             if self._repeats & (self._repeats - 1) == 0:
                 self.log(

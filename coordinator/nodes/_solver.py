@@ -60,8 +60,11 @@ class Solver(Node):
 
     role = "solver"
     max_failed_tasks = 3  # tasks in a row whose runs failed here before it stops claiming
-    failed_tasks = 0
-    _said_stopped = False
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.failed_tasks = 0  # tasks in a row whose runs failed here (not kept over a restart)
+        self._said_stopped = False
 
     def _tick(self) -> bool:
         did = False

@@ -229,14 +229,13 @@ def _launch(spec: dict[str, Any], scratch: Path, limits: Limits) -> SandboxResul
                 start_new_session=True, close_fds=True)
         finally:
             os.close(write_fd)
-        disk_exceeded = False
+        deadline, disk_exceeded = start + limits.wall_s, False
         while True:
-            left = limits.wall_s - (time.monotonic() - start)
             try:
-                proc.wait(timeout=max(0.0, min(_DISK_POLL_S, left)))
+                proc.wait(timeout=max(0.0, min(_DISK_POLL_S, deadline - time.monotonic())))
                 break
             except subprocess.TimeoutExpired:
-                timed_out = left <= _DISK_POLL_S
+                timed_out = time.monotonic() >= deadline
                 disk_exceeded = not timed_out and disk_usage(scratch) > limits.disk_bytes
                 if timed_out or disk_exceeded:
                     os.killpg(proc.pid, signal.SIGKILL)  # its init dies, and with it the namespace
